@@ -1,0 +1,17 @@
+//! Lookout: a real-time monitoring and alerting hub.
+//!
+//! The folders follow the parts of `architecture.md`: `api` (HTTP edge), `auth`,
+//! `store` / `bus` / `cluster` (the three seams, one implementation per mode), `series`
+//! (the sample model), and the app wiring in `app`.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod bus;
+pub mod cli;
+pub mod cluster;
+pub mod config;
+pub mod maintenance;
+pub mod series;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,9 @@
+//! Integration tests: one binary (one link) for all of them.
+
+mod common;
+mod support;
+
+mod api_edge;
+mod bus_conformance;
+mod cluster;
+mod lease_conformance;

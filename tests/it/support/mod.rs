@@ -1,0 +1,4 @@
+//! Real stand-ins for the outside world: a private Redis server that a test may stop and
+//! restart.
+
+pub mod redis_server;
