@@ -2,7 +2,7 @@
 //!
 //! The folders follow the parts of `architecture.md`: `api` (HTTP edge), `auth`,
 //! `store` / `bus` / `cluster` (the three seams, one implementation per mode), `series`
-//! (the sample model), and the app wiring in `app`.
+//! (the sample model), `sources`, `rules`, `notify`, and the app wiring in `app`.
 
 pub mod api;
 pub mod app;
@@ -12,6 +12,10 @@ pub mod cli;
 pub mod cluster;
 pub mod config;
 pub mod maintenance;
+pub mod notify;
+pub mod rules;
 pub mod series;
+pub mod sources;
 pub mod store;
 pub mod telemetry;
+pub mod validation;

@@ -205,10 +205,7 @@ fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
         .map_err(|e| KeyError::Config(format!("cannot read {}: {e}", path.display())))
 }
 
-fn load_jwks(
-    path: &Path,
-    algorithm: Algorithm,
-) -> Result<HashMap<String, DecodingKey>, KeyError> {
+fn load_jwks(path: &Path, algorithm: Algorithm) -> Result<HashMap<String, DecodingKey>, KeyError> {
     let text = read(path)?;
     let set: JwkSet = serde_json::from_slice(&text)
         .map_err(|e| KeyError::Config(format!("{}: not a JWKS: {e}", path.display())))?;

@@ -159,19 +159,18 @@ impl RedisBus {
         let (meta, log) = self.keys(tenant, topic);
         let epoch_if_new = new_epoch();
         let from = format!("{}-0", after.saturating_add(1));
-        let (head, epoch, entries): (u64, String, Vec<StreamEntry>) =
-            timed_idempotent(|| {
-                let mut connection = self.connection.clone();
-                let mut invocation = self.history_script.key(&meta);
-                invocation
-                    .key(&log)
-                    .arg(&epoch_if_new)
-                    .arg(self.retention_ms)
-                    .arg(&from)
-                    .arg(limit);
-                async move { invocation.invoke_async(&mut connection).await }
-            })
-            .await?;
+        let (head, epoch, entries): (u64, String, Vec<StreamEntry>) = timed_idempotent(|| {
+            let mut connection = self.connection.clone();
+            let mut invocation = self.history_script.key(&meta);
+            invocation
+                .key(&log)
+                .arg(&epoch_if_new)
+                .arg(self.retention_ms)
+                .arg(&from)
+                .arg(limit);
+            async move { invocation.invoke_async(&mut connection).await }
+        })
+        .await?;
         let oldest_kept = now_ms().saturating_sub(self.retention_ms);
         let mut events = Vec::with_capacity(entries.len());
         for (id, fields) in entries {

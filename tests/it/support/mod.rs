@@ -2,3 +2,4 @@
 //! restart.
 
 pub mod redis_server;
+pub mod smtp_sink;
