@@ -34,6 +34,8 @@ pub struct AppInner {
     pub leases: Leases,
     pub registry: Registry,
     pub auth: Auth,
+    /// The one way in for samples.
+    pub ingest: crate::ingest::Ingest,
     pub metrics: PrometheusHandle,
     /// Cancelled when the process is stopping; every task listens to it.
     pub shutdown: CancellationToken,
@@ -154,11 +156,12 @@ impl App {
         let state = AppState(Arc::new(AppInner {
             mode: mode.name(),
             config,
-            store,
+            store: store.clone(),
             bus,
             leases,
             registry,
             auth: Auth::new(keys, revocations),
+            ingest: crate::ingest::Ingest::new(store.clone(), crate::ingest::Limits::default()),
             metrics: telemetry::metrics_handle(),
             shutdown,
             tasks,

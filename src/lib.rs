@@ -11,6 +11,7 @@ pub mod bus;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod ingest;
 pub mod maintenance;
 pub mod notify;
 pub mod rules;

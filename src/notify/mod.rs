@@ -3,6 +3,8 @@
 //! signing, and the retry schedule.
 
 pub mod message;
+pub mod outbox;
+pub mod policy;
 pub mod render;
 pub mod retry;
 pub mod signing;

@@ -3,6 +3,7 @@
 //! firing → resolved), and annotation templates.
 
 pub mod evaluator;
+pub mod gate;
 pub mod model;
 pub mod state;
 pub mod template;

@@ -122,6 +122,9 @@ pub struct RuleSpec {
     /// At most `max_alerts` notifications per `period`; applied by the notifier.
     #[serde(default)]
     pub throttle: Option<Throttle>,
+    /// Resolved messages, grouping, repeats, escalation.
+    #[serde(default)]
+    pub notify: crate::notify::policy::NotifyPolicy,
 }
 
 fn default_true() -> bool {
@@ -673,6 +676,8 @@ pub struct RuleInput {
     channels: Vec<String>,
     #[serde(default)]
     throttle: Option<ThrottleInput>,
+    #[serde(default)]
+    notify: Option<crate::notify::policy::NotifyPolicy>,
 }
 
 /// The condition as accepted on input: exactly one of `expr` (native), `type` (seed
@@ -867,6 +872,7 @@ impl RuleInput {
             no_data_for: self.no_data_for.unwrap_or_default(),
             channels: self.channels,
             throttle,
+            notify: self.notify.unwrap_or_default(),
         };
         spec.validate_into(&mut errors);
         errors.into_result().map(|()| spec)
@@ -905,6 +911,7 @@ impl From<RuleSpec> for RuleInput {
                 period: RawDuration::Text(humantime::format_duration(t.period).to_string()),
                 max_alerts: t.max_alerts,
             }),
+            notify: Some(spec.notify),
         }
     }
 }
@@ -988,6 +995,7 @@ pub fn default_rules() -> Vec<RuleSpec> {
             no_data_for: Duration::ZERO,
             channels: Vec::new(),
             throttle: None,
+            notify: Default::default(),
         };
     let condition = |kind, operator, threshold| Condition {
         expr: seed_expr(kind),

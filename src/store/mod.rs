@@ -14,6 +14,7 @@
 //! and one writer means a transaction never waits on another connection of ours for the
 //! database lock (WAL lets the readers go on meanwhile).
 
+pub mod samples;
 mod time;
 
 pub use time::DbTime;

@@ -7,3 +7,4 @@ mod api_edge;
 mod bus_conformance;
 mod cluster;
 mod lease_conformance;
+mod sample_store;

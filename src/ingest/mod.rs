@@ -1,0 +1,295 @@
+//! Ingest: the one way in for samples, whoever sends them (HTTP batches, agents over
+//! WebSocket, the pollers).
+//!
+//! A batch is validated sample by sample (bad ones are reported with their index and
+//! reason, the good ones kept), its series are created or touched in one statement,
+//! its samples written in one more, and, when it has a `batch_id`, the batch is
+//! recorded in the same transaction: a resent batch is answered with the first
+//! outcome and stored once.
+
+use crate::series::{self, Labels};
+use crate::sql;
+use crate::store::samples::{self as sample_store, Partitions, SampleRow, SeriesKey};
+use crate::store::{DbTime, Store};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::types::Json;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// A sample as it arrives, before validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampleIn {
+    pub name: String,
+    pub labels: Labels,
+    pub value: f64,
+    /// Milliseconds since the Unix epoch; `None` means "now".
+    pub timestamp_ms: Option<i64>,
+}
+
+/// Why one sample of a batch was not stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Rejection {
+    /// Position of the sample in the batch.
+    pub index: usize,
+    pub reason: String,
+}
+
+/// What happened to a batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct IngestOutcome {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_id: Option<String>,
+    /// Samples stored (for a duplicate batch: stored the first time).
+    pub accepted: usize,
+    pub rejected: Vec<Rejection>,
+    /// True when this batch id was seen before and nothing was stored now.
+    pub duplicate: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("a batch holds at most {max} samples, this one has {got}")]
+    BatchTooLarge { max: usize, got: usize },
+    #[error("batch_id must be 1-128 characters")]
+    BadBatchId,
+    #[error(transparent)]
+    Store(#[from] sqlx::Error),
+}
+
+/// Limits on what is accepted.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_batch: usize,
+    /// Samples older than this are refused (they would be deleted at once).
+    pub retention: Duration,
+    /// Samples further in the future than this are refused.
+    pub max_future: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_batch: 10_000,
+            retention: Duration::from_secs(30 * 24 * 3600),
+            max_future: Duration::from_secs(600),
+        }
+    }
+}
+
+/// A series is marked as seen again at most this often (a write per series per batch
+/// would double the cost of ingest).
+const TOUCH_EVERY_MS: i64 = 5 * 60 * 1000;
+/// Past this many cached series ids the cache starts over (memory bound).
+const MAX_CACHED_SERIES: usize = 1_000_000;
+
+pub struct Ingest {
+    store: Store,
+    limits: Limits,
+    partitions: Partitions,
+    // std Mutex: in-memory map, never held across an await.
+    series_ids: Mutex<HashMap<(String, i64), CachedSeries>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CachedSeries {
+    id: i64,
+    touched_ms: i64,
+}
+
+/// A sample that passed validation.
+struct Valid {
+    name: String,
+    labels: Labels,
+    fingerprint: i64,
+    ts_ms: i64,
+    value: f64,
+}
+
+impl Ingest {
+    pub fn new(store: Store, limits: Limits) -> Ingest {
+        Ingest {
+            store,
+            limits,
+            partitions: Partitions::default(),
+            series_ids: Mutex::default(),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    pub fn partitions(&self) -> &Partitions {
+        &self.partitions
+    }
+
+    /// Validates and stores a batch for `tenant`.
+    pub async fn write(
+        &self,
+        tenant: &str,
+        batch_id: Option<&str>,
+        samples: Vec<SampleIn>,
+        now: DateTime<Utc>,
+    ) -> Result<IngestOutcome, IngestError> {
+        if samples.len() > self.limits.max_batch {
+            return Err(IngestError::BatchTooLarge {
+                max: self.limits.max_batch,
+                got: samples.len(),
+            });
+        }
+        if let Some(id) = batch_id
+            && (id.is_empty() || id.len() > 128)
+        {
+            return Err(IngestError::BadBatchId);
+        }
+        let now_ms = now.timestamp_millis();
+        let (valid, rejected) = self.validate(now_ms, samples);
+
+        let mut tx = self.store.begin().await?;
+        if let Some(id) = batch_id {
+            let claimed = sql!(
+                tx.db(),
+                exec,
+                "INSERT INTO ingest_batches (tenant, batch_id, accepted, rejected, created_at)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant, batch_id) DO NOTHING",
+                tenant,
+                id,
+                valid.len() as i32,
+                Json(&rejected),
+                DbTime(now)
+            )?;
+            if claimed == 0 {
+                let (accepted, rejected): (i32, Json<Vec<Rejection>>) = sql!(
+                    tx.db(),
+                    one(i32, Json<Vec<Rejection>>),
+                    "SELECT accepted, rejected FROM ingest_batches WHERE tenant = $1 AND batch_id = $2",
+                    tenant,
+                    id
+                )?;
+                return Ok(IngestOutcome {
+                    batch_id: Some(id.to_string()),
+                    accepted: accepted.max(0) as usize,
+                    rejected: rejected.0,
+                    duplicate: true,
+                });
+            }
+        }
+
+        let ids = self.series_ids_for(&mut tx, tenant, &valid, now).await?;
+        let rows: Vec<SampleRow> = valid
+            .iter()
+            .filter_map(|v| {
+                ids.get(&v.fingerprint).map(|&id| SampleRow {
+                    series_id: id,
+                    ts_ms: v.ts_ms,
+                    value: v.value,
+                })
+            })
+            .collect();
+        self.partitions
+            .ensure(&mut tx, rows.iter().map(|r| sample_store::day_of(r.ts_ms)))
+            .await?;
+        sample_store::insert_samples(&mut tx, &rows).await?;
+        tx.commit().await?;
+        Ok(IngestOutcome {
+            batch_id: batch_id.map(str::to_string),
+            accepted: valid.len(),
+            rejected,
+            duplicate: false,
+        })
+    }
+
+    /// Splits a batch into valid samples and rejections.
+    fn validate(&self, now_ms: i64, samples: Vec<SampleIn>) -> (Vec<Valid>, Vec<Rejection>) {
+        let oldest = now_ms - self.limits.retention.as_millis() as i64;
+        let newest = now_ms + self.limits.max_future.as_millis() as i64;
+        let mut valid = Vec::with_capacity(samples.len());
+        let mut rejected = Vec::new();
+        for (index, sample) in samples.into_iter().enumerate() {
+            let ts_ms = sample.timestamp_ms.unwrap_or(now_ms);
+            let problem = series::validate_metric_name(&sample.name)
+                .and_then(|()| series::validate_labels(&sample.labels))
+                .and_then(|()| {
+                    if sample.value.is_finite() {
+                        Ok(())
+                    } else {
+                        Err(format!("value {} is not a finite number", sample.value))
+                    }
+                })
+                .and_then(|()| {
+                    if ts_ms < oldest {
+                        Err("timestamp is older than the retention period".to_string())
+                    } else if ts_ms > newest {
+                        Err("timestamp is more than 10 minutes in the future".to_string())
+                    } else {
+                        Ok(())
+                    }
+                });
+            match problem {
+                Ok(()) => valid.push(Valid {
+                    fingerprint: series::fingerprint(&sample.name, &sample.labels),
+                    name: sample.name,
+                    labels: sample.labels,
+                    ts_ms,
+                    value: sample.value,
+                }),
+                Err(reason) => rejected.push(Rejection { index, reason }),
+            }
+        }
+        (valid, rejected)
+    }
+
+    /// Series ids for every distinct series of the batch: from the cache when known and
+    /// touched recently, else created or touched in one statement.
+    async fn series_ids_for(
+        &self,
+        tx: &mut crate::store::Tx,
+        tenant: &str,
+        valid: &[Valid],
+        now: DateTime<Utc>,
+    ) -> Result<HashMap<i64, i64>, sqlx::Error> {
+        let now_ms = now.timestamp_millis();
+        let mut ids = HashMap::new();
+        let mut to_upsert: Vec<SeriesKey<'_>> = Vec::new();
+        {
+            let cache = self.series_ids.lock().unwrap_or_else(|p| p.into_inner());
+            let mut seen = std::collections::HashSet::new();
+            for v in valid {
+                if !seen.insert(v.fingerprint) {
+                    continue;
+                }
+                match cache.get(&(tenant.to_string(), v.fingerprint)) {
+                    Some(cached) if now_ms - cached.touched_ms < TOUCH_EVERY_MS => {
+                        ids.insert(v.fingerprint, cached.id);
+                    }
+                    _ => to_upsert.push(SeriesKey {
+                        name: &v.name,
+                        labels: &v.labels,
+                        fingerprint: v.fingerprint,
+                    }),
+                }
+            }
+        }
+        if to_upsert.is_empty() {
+            return Ok(ids);
+        }
+        let fresh = sample_store::upsert_series(tx, tenant, &to_upsert, now).await?;
+        let mut cache = self.series_ids.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() + fresh.len() > MAX_CACHED_SERIES {
+            cache.clear();
+        }
+        for (&fingerprint, &id) in &fresh {
+            cache.insert(
+                (tenant.to_string(), fingerprint),
+                CachedSeries {
+                    id,
+                    touched_ms: now_ms,
+                },
+            );
+        }
+        ids.extend(fresh);
+        Ok(ids)
+    }
+}
