@@ -705,6 +705,7 @@ mod tests {
     #[test]
     fn no_settings_is_embedded_under_data() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             let config = load_in(jail).expect("defaults are valid");
             assert_eq!(
                 config.mode(),
@@ -720,6 +721,7 @@ mod tests {
     #[test]
     fn seed_names_and_lookout_names_layer_over_the_file() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.create_file(
                 "lookout.toml",
                 "[server]\nport = 4000\ncors_origin = \"https://a.example\"\n[realtime]\nsend_queue_len = 7\n",
@@ -750,6 +752,7 @@ mod tests {
     #[test]
     fn cluster_mode_needs_redis_and_a_key() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("DATABASE_URL", "postgres://postgres@127.0.0.1/test");
             let err = load_in(jail).unwrap_err().to_string();
             assert!(
@@ -771,6 +774,7 @@ mod tests {
     #[test]
     fn bad_values_are_named() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("REDIS_URL", "redis://127.0.0.1");
             jail.set_env("KUMOMTA_API_URL", "ftp://x");
             jail.set_env("LOOKOUT_CLUSTER__LEASE_RENEW_INTERVAL", "10s");
@@ -788,6 +792,7 @@ mod tests {
     #[test]
     fn unknown_lookout_variables_are_refused() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("LOOKOUT_SERVER__PROT", "1");
             let err = load_in(jail).unwrap_err().to_string();
             assert!(err.contains("prot"), "{err}");
@@ -798,6 +803,7 @@ mod tests {
     #[test]
     fn printed_config_masks_secrets() {
         Jail::expect_with(|jail| {
+            jail.clear_env();
             jail.set_env("JWT_SECRET", "super-secret-value-that-is-long-enough");
             jail.set_env(
                 "SLACK_WEBHOOK_URL",
