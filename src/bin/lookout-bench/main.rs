@@ -1,6 +1,8 @@
 //! `lookout-bench`: a load tool that drives real Lookout replicas and reports what it
 //! measured. Each area of Lookout adds its subcommand in its own module.
 
+mod procfs;
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
@@ -12,9 +14,29 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Print the resident memory of the process serving each replica URL.
+    Rss {
+        /// Replica base URLs, e.g. http://127.0.0.1:3000.
+        #[arg(required = true)]
+        urls: Vec<String>,
+    },
+}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::Rss { urls } => {
+            for url in urls {
+                let pid = procfs::port_of(&url).and_then(procfs::pid_listening_on);
+                match pid.and_then(|pid| procfs::rss_bytes(pid).map(|rss| (pid, rss))) {
+                    Some((pid, rss)) => {
+                        println!("{url}\tpid {pid}\trss {:.1} MiB", rss as f64 / 1048576.0)
+                    }
+                    None => println!("{url}\tno process found listening on its port"),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+    }
 }
