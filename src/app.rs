@@ -4,7 +4,7 @@
 //! production wiring on port 0. The mode is decided here, once: the rest of the code
 //! receives a [`Store`], a [`Bus`] and [`Leases`] and never asks which mode it is in.
 
-use crate::auth::{Auth, Keys};
+use crate::auth::{Auth, CallerLimiter, Keys};
 use crate::bus::{Bus, BusMessage, memory::MemoryBus, redis::RedisBus};
 use crate::cluster::{Leases, Registry, ReplicaInfo, Revocations};
 use crate::config::{Config, Mode, Secret};
@@ -152,6 +152,10 @@ impl App {
             .await
             .context("cannot load revoked tokens")?;
         let keys = Keys::from_config(&config.auth, generated_secret.as_ref())?;
+        let limiter = CallerLimiter::new(
+            config.server.rate_limit_per_sec,
+            config.server.rate_limit_burst,
+        );
 
         let state = AppState(Arc::new(AppInner {
             mode: mode.name(),
@@ -160,7 +164,7 @@ impl App {
             bus,
             leases,
             registry,
-            auth: Auth::new(keys, revocations),
+            auth: Auth::new(keys, revocations, limiter),
             ingest: crate::ingest::Ingest::new(store.clone(), crate::ingest::Limits::default()),
             metrics: telemetry::metrics_handle(),
             shutdown,

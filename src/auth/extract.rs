@@ -59,6 +59,14 @@ impl FromRequestParts<AppState> for Caller {
         let token =
             bearer_token(&parts.headers).ok_or(ApiError::Unauthorized(AuthError::Missing))?;
         let identity = state.auth.verify(token).await?;
+        state
+            .auth
+            .admit(&identity)
+            .map_err(|wait| ApiError::RateLimited {
+                code: "rate_limited",
+                detail: "too many requests from this caller; slow down".into(),
+                retry_after: wait,
+            })?;
         let caller = Caller(identity);
         parts.extensions.insert(caller.clone());
         Ok(caller)

@@ -6,9 +6,11 @@
 
 mod extract;
 mod keys;
+mod limit;
 
 pub use extract::{Admin, Caller, Operator, Viewer, bearer_token};
 pub use keys::{KeyError, Keys};
+pub use limit::CallerLimiter;
 
 use crate::cluster::Revocations;
 use chrono::{DateTime, TimeZone, Utc};
@@ -121,6 +123,7 @@ pub enum AuthError {
 pub struct Auth {
     keys: Keys,
     revocations: Revocations,
+    limiter: CallerLimiter,
 }
 
 /// An authenticated caller.
@@ -134,8 +137,17 @@ pub struct Identity {
 }
 
 impl Auth {
-    pub fn new(keys: Keys, revocations: Revocations) -> Auth {
-        Auth { keys, revocations }
+    pub fn new(keys: Keys, revocations: Revocations, limiter: CallerLimiter) -> Auth {
+        Auth {
+            keys,
+            revocations,
+            limiter,
+        }
+    }
+
+    /// `Err(wait)` when this caller has used up its request rate on this replica.
+    pub fn admit(&self, identity: &Identity) -> Result<(), Duration> {
+        self.limiter.check(identity)
     }
 
     pub fn revocations(&self) -> &Revocations {

@@ -82,6 +82,11 @@ pub struct ServerConfig {
     pub shutdown_timeout: Duration,
     /// Base URL under which users reach Lookout, used in links sent in notifications.
     pub public_url: Option<String>,
+    /// API requests per second one caller (tenant + subject) may make to one replica on
+    /// average; 0 disables the limit.
+    pub rate_limit_per_sec: u32,
+    /// …and at once.
+    pub rate_limit_burst: u32,
 }
 
 impl Default for ServerConfig {
@@ -94,6 +99,8 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(30),
             public_url: None,
+            rate_limit_per_sec: 100,
+            rate_limit_burst: 200,
         }
     }
 }
@@ -557,6 +564,13 @@ impl Config {
         }
         if self.server.body_limit_bytes == 0 {
             problems.push("LOOKOUT_SERVER__BODY_LIMIT_BYTES must be positive".into());
+        }
+        if self.server.rate_limit_per_sec > 0
+            && self.server.rate_limit_burst < self.server.rate_limit_per_sec
+        {
+            problems.push(
+                "LOOKOUT_SERVER__RATE_LIMIT_BURST must be at least LOOKOUT_SERVER__RATE_LIMIT_PER_SEC".into(),
+            );
         }
         if self.server.request_timeout.is_zero() {
             problems.push("LOOKOUT_SERVER__REQUEST_TIMEOUT must be positive".into());

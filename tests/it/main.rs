@@ -4,6 +4,7 @@ mod common;
 mod support;
 
 mod api_edge;
+mod auth_keys;
 mod bus_conformance;
 mod cluster;
 mod lease_conformance;
