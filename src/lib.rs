@@ -20,3 +20,4 @@ pub mod sources;
 pub mod store;
 pub mod telemetry;
 pub mod validation;
+pub mod web;

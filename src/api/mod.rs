@@ -129,6 +129,7 @@ pub fn router(state: AppState) -> axum::Router {
             }),
         )
         .merge(api)
+        .merge(crate::web::router())
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(edge)

@@ -360,6 +360,29 @@ async fn cluster_view_lists_this_replica_and_leases(env: TestEnv) {
     .await;
 }
 
+async fn the_dashboard_is_served_with_a_strict_policy(env: TestEnv) {
+    let app = env.spawn().await;
+    let index = app.call(Method::GET, "/", None, None).await;
+    assert_eq!(index.status, 200);
+    assert!(index.content_type().starts_with("text/html"));
+    assert!(index.text.contains("/assets/app.js"));
+    let csp = index.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("script-src 'self'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    let script = app.call(Method::GET, "/assets/app.js", None, None).await;
+    assert_eq!(script.status, 200);
+    assert!(script.content_type().starts_with("text/javascript"));
+    assert!(
+        !script.text.contains("innerHTML"),
+        "server data is only inserted as text"
+    );
+    app.call(Method::GET, "/assets/nope.js", None, None)
+        .await
+        .assert_problem(404, "not_found");
+}
+
 async fn graceful_stop_finishes_cleanly(env: TestEnv) {
     let app = env.spawn().await;
     assert_eq!(
@@ -379,5 +402,6 @@ both_modes!(
     idempotency_keys_replay_the_first_answer,
     cors_follows_cors_origin,
     cluster_view_lists_this_replica_and_leases,
+    the_dashboard_is_served_with_a_strict_policy,
     graceful_stop_finishes_cleanly,
 );
