@@ -256,6 +256,11 @@ fn spawn_background(state: &AppState) {
             .run_heartbeat(state.config.cluster.heartbeat_interval, shutdown.clone()),
     );
     state.tasks.spawn(maintenance::run(state.clone()));
+    crate::gateway::start(state);
+    crate::agents::start(state);
+    crate::sources::start(state);
+    crate::rules::start(state);
+    crate::notify::start(state);
     // When the bus reconnects, Redis may have restarted empty: reload what lives there.
     let resync_state = state.clone();
     state.tasks.spawn(async move {

@@ -2,8 +2,10 @@
 //!
 //! The folders follow the parts of `architecture.md`: `api` (HTTP edge), `auth`,
 //! `store` / `bus` / `cluster` (the three seams, one implementation per mode), `series`
-//! (the sample model), `sources`, `rules`, `notify`, and the app wiring in `app`.
+//! (the sample model), `ingest` / `query` / `agents` (metrics in and out), `sources`, `rules`, `notify`,
+//! `gateway` (the `/ws` real-time side), `dashboard`, `web`, and the app wiring in `app`.
 
+pub mod agents;
 pub mod api;
 pub mod app;
 pub mod auth;
@@ -11,9 +13,12 @@ pub mod bus;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod dashboard;
+pub mod gateway;
 pub mod ingest;
 pub mod maintenance;
 pub mod notify;
+pub mod query;
 pub mod rules;
 pub mod series;
 pub mod sources;

@@ -73,6 +73,14 @@ fn api_v1() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .merge(cluster::router())
         .merge(tokens::router())
+        .merge(crate::ingest::api::router())
+        .merge(crate::query::router())
+        .merge(crate::agents::router())
+        .merge(crate::dashboard::router())
+        .merge(crate::sources::router())
+        .merge(crate::rules::router())
+        .merge(crate::notify::router())
+        .merge(crate::gateway::router())
 }
 
 /// The whole HTTP surface of a replica.
@@ -129,6 +137,7 @@ pub fn router(state: AppState) -> axum::Router {
             }),
         )
         .merge(api)
+        .merge(crate::gateway::routes())
         .merge(crate::web::router())
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)

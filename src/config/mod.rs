@@ -8,8 +8,19 @@
 //! [`Config::load`] validates the result, so a bad setting stops the process at start-up
 //! with a message that names the setting, rather than failing later in a request.
 
-mod duration;
+pub(crate) mod duration;
 mod secret;
+
+// One file per part for the parts' own settings, so each part changes only its file.
+mod metrics;
+mod notify;
+mod rules;
+mod sources;
+
+pub use self::metrics::MetricsConfig;
+pub use self::notify::NotifyConfig;
+pub use self::rules::RulesConfig;
+pub use self::sources::SourcesConfig;
 
 pub use secret::Secret;
 
@@ -61,6 +72,10 @@ pub struct Config {
     pub smtp: SmtpConfig,
     pub slack: SlackConfig,
     pub webhook: WebhookConfig,
+    pub metrics: MetricsConfig,
+    pub sources: SourcesConfig,
+    pub rules: RulesConfig,
+    pub notify: NotifyConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -649,6 +664,10 @@ impl Config {
         if self.smtp.host.is_some() && self.smtp.from.is_none() {
             problems.push("ALERT_FROM_EMAIL is required when SMTP_HOST is set".into());
         }
+        self.metrics.validate(&mut problems);
+        self.sources.validate(&mut problems);
+        self.rules.validate(&mut problems);
+        self.notify.validate(&mut problems);
         if problems.is_empty() {
             Ok(())
         } else {

@@ -7,6 +7,8 @@
 //! recorded in the same transaction: a resent batch is answered with the first
 //! outcome and stored once.
 
+pub mod api;
+
 use crate::series::{self, Labels};
 use crate::sql;
 use crate::store::samples::{self as sample_store, Partitions, SampleRow, SeriesKey};

@@ -9,3 +9,11 @@ mod bus_conformance;
 mod cluster;
 mod lease_conformance;
 mod sample_store;
+
+// One module per part, owned by that part.
+mod agents;
+mod metrics;
+mod notify;
+mod realtime;
+mod rules;
+mod sources;
