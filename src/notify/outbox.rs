@@ -65,3 +65,45 @@ pub async fn enqueue(tx: &mut Tx, entries: &[OutboxEntry]) -> Result<(), sqlx::E
     }
     Ok(())
 }
+
+/// An alert transition as the rule engine reports it to notify's routing.
+#[derive(Debug, Clone)]
+pub struct Transition<'a> {
+    pub tenant: &'a str,
+    pub alert_id: Uuid,
+    pub rule_id: Uuid,
+    pub kind: OutboxKind,
+    /// The rule's channels (ids or names), policy and throttle as they are now.
+    pub channels: &'a [String],
+    pub policy: &'a super::policy::NotifyPolicy,
+    pub throttle: Option<&'a crate::rules::model::Throttle>,
+    /// The alert as it is at the transition (annotations rendered).
+    pub alert: &'a AlertSummary,
+    /// The rule id plus the rule's grouping labels.
+    pub group_key: String,
+    pub at: DateTime<Utc>,
+}
+
+/// Routing: writes the outbox rows a transition asks for, inside the caller's
+/// transaction. The rule engine calls this; notify decides which rows (channels,
+/// resolved messages, filters, escalation).
+pub async fn enqueue_transition(tx: &mut Tx, t: &Transition<'_>) -> Result<(), sqlx::Error> {
+    if t.kind == OutboxKind::Resolved && !t.policy.send_resolved {
+        return Ok(());
+    }
+    let entries: Vec<OutboxEntry> = t
+        .channels
+        .iter()
+        .map(|channel| OutboxEntry {
+            tenant: t.tenant.to_string(),
+            alert_id: t.alert_id,
+            rule_id: t.rule_id,
+            channel_id: channel.clone(),
+            kind: t.kind,
+            alert: t.alert.clone(),
+            group_key: t.group_key.clone(),
+            created_at: t.at,
+        })
+        .collect();
+    enqueue(tx, &entries).await
+}
