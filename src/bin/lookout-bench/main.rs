@@ -2,6 +2,7 @@
 //! measured. Each area of Lookout adds its subcommand in its own module.
 
 mod procfs;
+mod sources;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -21,11 +22,23 @@ enum Command {
         #[arg(required = true)]
         urls: Vec<String>,
     },
+    /// CPU and poll lateness of a replica polling N KumoMTA stand-ins.
+    Sources(sources::SourcesArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Sources(args) => {
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match runtime.block_on(sources::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Rss { urls } => {
             for url in urls {
                 let pid = procfs::port_of(&url).and_then(procfs::pid_listening_on);
