@@ -1,6 +1,7 @@
 //! `lookout-bench`: a load tool that drives real Lookout replicas and reports what it
 //! measured. Each area of Lookout adds its subcommand in its own module.
 
+mod ingest;
 mod procfs;
 mod sources;
 
@@ -24,6 +25,8 @@ enum Command {
     },
     /// CPU and poll lateness of a replica polling N KumoMTA stand-ins.
     Sources(sources::SourcesArgs),
+    /// Samples per second through POST /api/v1/metrics vs a raw COPY of the same rows.
+    Ingest(ingest::IngestArgs),
 }
 
 fn main() -> ExitCode {
@@ -50,6 +53,16 @@ fn main() -> ExitCode {
                 }
             }
             ExitCode::SUCCESS
+        }
+        Command::Ingest(args) => {
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match runtime.block_on(ingest::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ingest benchmark failed: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }
