@@ -12,11 +12,13 @@ pub(crate) mod duration;
 mod secret;
 
 // One file per part for the parts' own settings, so each part changes only its file.
+mod agents;
 mod metrics;
 mod notify;
 mod rules;
 mod sources;
 
+pub use self::agents::AgentsConfig;
 pub use self::metrics::MetricsConfig;
 pub use self::notify::NotifyConfig;
 pub use self::rules::RulesConfig;
@@ -73,6 +75,7 @@ pub struct Config {
     pub slack: SlackConfig,
     pub webhook: WebhookConfig,
     pub metrics: MetricsConfig,
+    pub agents: AgentsConfig,
     pub sources: SourcesConfig,
     pub rules: RulesConfig,
     pub notify: NotifyConfig,
@@ -665,6 +668,7 @@ impl Config {
             problems.push("ALERT_FROM_EMAIL is required when SMTP_HOST is set".into());
         }
         self.metrics.validate(&mut problems);
+        self.agents.validate(&mut problems);
         self.sources.validate(&mut problems);
         self.rules.validate(&mut problems);
         self.notify.validate(&mut problems);
