@@ -2,6 +2,7 @@
 //! measured. Each area of Lookout adds its subcommand in its own module.
 
 mod procfs;
+mod realtime;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -21,6 +22,11 @@ enum Command {
         #[arg(required = true)]
         urls: Vec<String>,
     },
+    /// Drive the `/ws` gateways: fan-out latency and throughput, or idle memory.
+    Realtime {
+        #[command(subcommand)]
+        mode: realtime::Mode,
+    },
 }
 
 fn main() -> ExitCode {
@@ -37,6 +43,16 @@ fn main() -> ExitCode {
                 }
             }
             ExitCode::SUCCESS
+        }
+        Command::Realtime { mode } => {
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime");
+            match runtime.block_on(realtime::run(mode)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("lookout-bench realtime: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
         }
     }
 }
