@@ -1,0 +1,1 @@
+//! SQL reporting queries (docs/sql-reporting.md), run on both backends.
