@@ -331,3 +331,58 @@ async fn a_failover_in_the_middle_of_for_fires_once_on_time(env: TestEnv) {
         .collect();
     assert_eq!(kinds, ["pending", "firing"]);
 }
+
+cluster_only!(violating_sample_to_alert_triggered_on_another_replica_within_the_interval);
+
+/// The figure of docs/benchmarks/rules.md: from a violating sample's ingest on one
+/// replica to `alert:triggered` received by another, with a 1 s evaluation interval.
+async fn violating_sample_to_alert_triggered_on_another_replica_within_the_interval(env: TestEnv) {
+    let setup = |c: &mut lookout::config::Config| {
+        c.rules.create_default_rules = false;
+        c.rules.tick_interval = Duration::from_secs(1);
+    };
+    let evaluator = env.spawn_with(setup).await;
+    let watcher = env
+        .spawn_with(|c| {
+            setup(c);
+            c.rules.engine_enabled = false;
+        })
+        .await;
+    create_rule(&evaluator, &env, threshold_rule("depth", 100.0, "0s", "1s")).await;
+    let mut events = alerts_subscription(&watcher);
+    let mut latencies = Vec::new();
+    for round in 0..8 {
+        // A random phase against the engine's ticks.
+        tokio::time::sleep(Duration::from_millis(rand::random::<u64>() % 1000)).await;
+        let started = std::time::Instant::now();
+        sample(&evaluator, "depth", &[("queue", "q")], 500.0, Utc::now()).await;
+        loop {
+            let (name, _) = next_alert_event(&mut events).await;
+            if name == "alert:triggered" {
+                break;
+            }
+        }
+        latencies.push(started.elapsed());
+        sample(&evaluator, "depth", &[("queue", "q")], 1.0, Utc::now()).await;
+        loop {
+            let (name, _) = next_alert_event(&mut events).await;
+            if name == "alert:resolved" {
+                break;
+            }
+        }
+        let _ = round;
+    }
+    latencies.sort();
+    eprintln!(
+        "ingest -> alert:triggered on another replica (interval 1s, {} rounds): min {:?} median {:?} max {:?}",
+        latencies.len(),
+        latencies[0],
+        latencies[latencies.len() / 2],
+        latencies[latencies.len() - 1]
+    );
+    // Target: interval + 50 ms; the bound here leaves room for a loaded test machine.
+    assert!(
+        latencies[latencies.len() - 1] < Duration::from_millis(1_000 + 500),
+        "{latencies:?}"
+    );
+}
