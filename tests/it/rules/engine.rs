@@ -12,6 +12,7 @@ both_modes!(
     a_queue_crossing_10000_fires_the_default_rule_after_its_for_and_resolves_when_it_drains,
     two_engines_at_once_leave_one_open_alert_and_one_event_per_transition,
     silenced_and_maintenance_alerts_change_state_but_do_not_notify,
+    a_queue_that_stops_reporting_enters_no_data_and_resolves_when_it_returns,
 );
 cluster_only!(a_failover_in_the_middle_of_for_fires_once_on_time);
 
@@ -317,8 +318,20 @@ async fn a_failover_in_the_middle_of_for_fires_once_on_time(env: TestEnv) {
         (5_000..5_000 + 1_000 + 2_000 + 1_000).contains(&held),
         "held {held} ms"
     );
-    // Settle a few evaluations, then: one pending and one firing event, once each.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Two more evaluations later, still one pending and one firing event.
+    let fired_ms = fired_at.timestamp_millis();
+    eventually(Duration::from_secs(10), "two more evaluations", || async {
+        let mut conn = survivor.state.store.read().await.unwrap();
+        let instance: sqlx::types::Json<serde_json::Value> = lookout::sql!(
+            conn.db(),
+            scalar sqlx::types::Json<serde_json::Value>,
+            "SELECT instance FROM alerts WHERE id = $1",
+            id.parse::<uuid::Uuid>().unwrap()
+        )
+        .unwrap();
+        (instance.0["last_eval_ms"].as_i64()? >= fired_ms + 2_000).then_some(())
+    })
+    .await;
     let timeline = survivor
         .get(&format!("/api/v1/alerts/{id}/events"), &token)
         .await;
@@ -385,4 +398,40 @@ async fn violating_sample_to_alert_triggered_on_another_replica_within_the_inter
         latencies[latencies.len() - 1] < Duration::from_millis(1_000 + 500),
         "{latencies:?}"
     );
+}
+
+async fn a_queue_that_stops_reporting_enters_no_data_and_resolves_when_it_returns(env: TestEnv) {
+    let app = quiet_replica(&env).await;
+    let mut rule = threshold_rule("depth", 100.0, "0s", "10s");
+    rule["no_data"] = serde_json::json!("no_data");
+    rule["no_data_for"] = serde_json::json!("30s");
+    rule["condition"]["expr"]["single"]["window"] = serde_json::json!("1m");
+    create_rule(&app, &env, rule).await;
+    let mut engine = engine(&app, 1);
+    let mut events = alerts_subscription(&app);
+    let t0 = Utc::now() - ChronoDuration::minutes(8);
+    let at = |s: i64| t0 + ChronoDuration::seconds(s);
+    sample(&app, "depth", &[("queue", "q")], 5.0, at(0)).await;
+    engine.tick(at(0)).await.unwrap();
+    // The queue stops reporting: its last sample leaves the 1 m window at +60 s, and
+    // 30 s after that the instance is in no_data (and notifies).
+    for s in [10, 20, 30, 40, 50, 60, 70, 80] {
+        let report = engine.tick(at(s)).await.unwrap();
+        assert_eq!(report.transitions, 0, "+{s}s {report:?}");
+    }
+    let report = engine.tick(at(90)).await.unwrap();
+    assert_eq!(report.transitions, 1, "{report:?}");
+    let (name, data) = next_alert_event(&mut events).await;
+    assert_eq!(
+        (name.as_str(), data["state"].as_str()),
+        ("alert:updated", Some("no_data"))
+    );
+    assert_eq!(data["labels"]["queue"], "q");
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM outbox", None).await, 1);
+    // Data returns, healthy: resolved.
+    sample(&app, "depth", &[("queue", "q")], 5.0, at(100)).await;
+    engine.tick(at(100)).await.unwrap();
+    let (name, _) = next_alert_event(&mut events).await;
+    assert_eq!(name, "alert:resolved");
+    assert_eq!(count(&app, "SELECT COUNT(*) FROM outbox", None).await, 2);
 }
