@@ -115,8 +115,17 @@ async fn two_engines_at_once_leave_one_open_alert_and_one_event_per_transition(e
         for q in queues {
             sample(&a, "depth", &[("queue", q)], value, at).await;
         }
-        let (x, y) = tokio::join!(one.tick(at), two.tick(at));
-        let (x, y) = (x.unwrap(), y.unwrap());
+        // Two tasks, each ticking its replica's engine at the same instant.
+        let first = tokio::spawn(async move {
+            let report = one.tick(at).await.unwrap();
+            (one, report)
+        });
+        let second = tokio::spawn(async move {
+            let report = two.tick(at).await.unwrap();
+            (two, report)
+        });
+        let ((engine_one, x), (engine_two, y)) = (first.await.unwrap(), second.await.unwrap());
+        (one, two) = (engine_one, engine_two);
         assert_eq!(
             x.transitions + y.transitions,
             queues.len(),
