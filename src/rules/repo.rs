@@ -209,6 +209,19 @@ pub async fn ensure_default_rules(
     tenant: &str,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
+    // Almost always done already: answer from a read, without taking the write lock.
+    {
+        let mut conn = store.read().await?;
+        let done: Option<String> = sql!(
+            conn.db(),
+            scalar_opt String,
+            "SELECT tenant FROM rule_defaults WHERE tenant = $1",
+            tenant
+        )?;
+        if done.is_some() {
+            return Ok(false);
+        }
+    }
     let mut tx = store.begin().await?;
     let claimed = sql!(
         tx.db(),
