@@ -38,6 +38,9 @@ use uuid::Uuid;
 /// The topic alert events are published on.
 pub const ALERTS_TOPIC: &str = "alerts";
 
+/// At most this much early, a rule counts as due.
+const DUE_SLACK_MS: i64 = 100;
+
 /// A rule as the engine holds it.
 #[derive(Debug)]
 struct CachedRule {
@@ -157,7 +160,10 @@ impl Engine {
             .filter(|rule| rule.spec.enabled)
             .filter(|rule| {
                 self.last_eval.get(&rule.id).is_none_or(|last| {
-                    now_ms.saturating_sub(*last) >= millis(rule.spec.evaluation_interval)
+                    // A little slack, so that a rule whose interval equals the loop's
+                    // tick is not skipped when a tick comes a millisecond early.
+                    let interval = millis(rule.spec.evaluation_interval);
+                    now_ms.saturating_sub(*last) + (interval / 10).min(DUE_SLACK_MS) >= interval
                 })
             })
             .cloned()

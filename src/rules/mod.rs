@@ -99,7 +99,7 @@ pub async fn alert_counts(
     let any: Option<i64> = sql!(
         conn.db(),
         scalar_opt i64,
-        "SELECT 1 FROM alerts WHERE tenant = $1 LIMIT 1",
+        "SELECT CAST(1 AS BIGINT) FROM alerts WHERE tenant = $1 LIMIT 1",
         tenant
     )?;
     if any.is_none() {

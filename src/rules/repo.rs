@@ -209,6 +209,19 @@ pub async fn ensure_default_rules(
     tenant: &str,
     now: DateTime<Utc>,
 ) -> Result<bool, sqlx::Error> {
+    // Almost always done already: answer from a read, without taking the write lock.
+    {
+        let mut conn = store.read().await?;
+        let done: Option<String> = sql!(
+            conn.db(),
+            scalar_opt String,
+            "SELECT tenant FROM rule_defaults WHERE tenant = $1",
+            tenant
+        )?;
+        if done.is_some() {
+            return Ok(false);
+        }
+    }
     let mut tx = store.begin().await?;
     let claimed = sql!(
         tx.db(),
@@ -273,12 +286,12 @@ pub struct AlertRow {
 }
 
 /// The columns of [`AlertRow`], for `concat!` into queries.
-#[macro_export]
 macro_rules! alert_columns {
     () => {
         "id, tenant, rule_id, rule_name, severity, fingerprint, labels, annotations, state, value, threshold, instance, version, fence, started_at, fired_at, resolved_at, acknowledged_at, acknowledged_by, ack_comment, first_acknowledged_at, snoozed_until, updated_at"
     };
 }
+pub(crate) use alert_columns;
 
 impl AlertRow {
     pub fn is_open(&self) -> bool {
@@ -369,7 +382,7 @@ pub async fn get_alert(
     sql!(
         db,
         opt AlertRow,
-        concat!("SELECT ", crate::alert_columns!(), " FROM alerts WHERE tenant = $1 AND id = $2"),
+        concat!("SELECT ", alert_columns!(), " FROM alerts WHERE tenant = $1 AND id = $2"),
         tenant,
         id
     )
@@ -384,7 +397,7 @@ pub async fn open_alerts(store: &Store) -> Result<Vec<AlertRow>, sqlx::Error> {
         all AlertRow,
         concat!(
             "SELECT ",
-            crate::alert_columns!(),
+            alert_columns!(),
             " FROM alerts WHERE state IN ('pending', 'firing', 'no_data')"
         )
     )

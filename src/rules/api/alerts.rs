@@ -135,7 +135,7 @@ pub(super) async fn list_alerts(
             all AlertRow,
             concat!(
                 "SELECT ",
-                crate::alert_columns!(),
+                crate::rules::repo::alert_columns!(),
                 " FROM alerts
                  WHERE tenant = $1 AND ($2 IS NULL OR id < $2)
                    AND ($3 IS NULL OR state = $3 OR state = $4 OR state = $5)
