@@ -493,3 +493,14 @@ pub async fn count_log_records(
     tx.commit().await?;
     Ok((fresh, counts))
 }
+
+/// Forgets log-hook records seen before `before`: a copy resent later is counted again.
+pub async fn prune_log_seen(store: &Store, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let mut conn = store.write().await?;
+    sql!(
+        conn.db(),
+        exec,
+        "DELETE FROM kumomta_log_seen WHERE seen_at < $1",
+        DbTime(before)
+    )
+}

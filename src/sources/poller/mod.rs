@@ -34,6 +34,9 @@ use uuid::Uuid;
 pub use kumomta::{Connection, KumoState};
 pub use probe::ProbeState;
 
+/// How often the leaseholder forgets old log-hook dedup keys.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
 /// A source as the poller needs it, compiled once per version.
 pub struct PollTarget {
     pub id: Uuid,
@@ -302,11 +305,22 @@ async fn run(state: AppState, lease: LeaseContext) {
     let mut entries: HashMap<Uuid, Entry> = HashMap::new();
     let mut tasks: JoinSet<Finished> = JoinSet::new();
     let mut next_reload = Instant::now();
+    let mut next_prune = Instant::now() + PRUNE_EVERY;
 
     loop {
         if Instant::now() >= next_reload {
             reload(&state, &mut entries).await;
             next_reload = Instant::now() + config.reload_interval;
+        }
+        if Instant::now() >= next_prune {
+            // Singleton clean-up that belongs to this part: the leaseholder does it.
+            let before = Utc::now() - config.log_dedup_retention;
+            match repo::prune_log_seen(&state.store, before).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::debug!(pruned, "forgot old log-hook records"),
+                Err(e) => tracing::warn!(error = %e, "could not prune log-hook records"),
+            }
+            next_prune = Instant::now() + PRUNE_EVERY;
         }
         let now_ms = Utc::now().timestamp_millis();
         // Start every poll that is due; find when the next one is.
@@ -502,4 +516,81 @@ async fn poll_one(
         tracing::warn!(source = %target.name, error = %e, "could not record a poll");
     }
     finished(kind_state, Some(report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(interval_ms: u64) -> PollTarget {
+        PollTarget {
+            id: Uuid::now_v7(),
+            tenant: "t".into(),
+            name: "n".into(),
+            kind: SourceKind::Prometheus,
+            version: 1,
+            settings: Settings::default(),
+            auth: None,
+            interval_ms,
+            timeout_ms: 100,
+            phase_ms: 300,
+            name_filter: None,
+            body_match: None,
+        }
+    }
+
+    #[test]
+    fn slots_are_offset_by_the_phase() {
+        let t = target(1000);
+        assert_eq!(
+            (
+                t.slot_at(299),
+                t.slot_at(300),
+                t.slot_at(1299),
+                t.slot_at(1300)
+            ),
+            (-1, 0, 0, 1)
+        );
+        assert_eq!(t.slot_start_ms(5), 5300);
+        let id = Uuid::now_v7();
+        assert_eq!(phase_of(id, 5000), phase_of(id, 5000));
+        assert!(phase_of(id, 5000) < 5000);
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_up_to_the_cap() {
+        let t = Arc::new(target(1000));
+        let mut entries = HashMap::from([(
+            t.id,
+            Entry {
+                target: t.clone(),
+                next_slot: 10,
+                kind_state: None,
+                failures: 0,
+            },
+        )]);
+        let mut finish = |slot: i64, error: bool| {
+            settle(
+                &mut entries,
+                Finished {
+                    id: t.id,
+                    slot,
+                    kind_state: KindState::Prometheus,
+                    report: Some(PollReport {
+                        error: error.then(|| "down".to_string()),
+                        state: None,
+                        back_off: true,
+                    }),
+                },
+                Duration::from_secs(4),
+            );
+            entries[&t.id].next_slot
+        };
+        // 1, 2, 4, 4 (capped at 4 s = 4 intervals) intervals between polls; then back to 1.
+        assert_eq!(finish(10, true), 11);
+        assert_eq!(finish(11, true), 13);
+        assert_eq!(finish(13, true), 17);
+        assert_eq!(finish(17, true), 21);
+        assert_eq!(finish(21, false), 22);
+    }
 }
