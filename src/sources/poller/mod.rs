@@ -3,9 +3,9 @@
 //! Time is cut, per source, into intervals ("slots") of the source's `interval_ms`, offset
 //! by a phase derived from the source's id. The phase spreads sources over the interval
 //! (per-source jitter) and, being the same on every replica, lets a new leaseholder go on
-//! with the very schedule the old one followed. Before polling slot `k` the poller claims
-//! it in the database (`poll_slot < k`, and a fencing token no older than the last
-//! claim's): a slot is polled at most once however the lease moves, and a holder that
+//! with the very schedule the old one followed. Before polling a slot the poller claims
+//! it in the database (the last claimed slot started earlier, and its fencing token is no
+//! newer than ours): a slot is polled at most once however the lease moves, and a holder that
 //! lost its lease cannot claim anything after its successor has.
 //!
 //! Polls run as tasks, at most `max_concurrent_polls` at once, one at a time per source.
@@ -264,6 +264,8 @@ struct Entry {
 /// What a poll task hands back.
 struct Finished {
     id: Uuid,
+    /// The interval the slot was numbered with (the source may have changed since).
+    interval_ms: u64,
     slot: i64,
     kind_state: KindState,
     /// `None` when the slot had been polled already (claim refused).
@@ -408,16 +410,25 @@ async fn reload(state: &AppState, entries: &mut HashMap<Uuid, Entry>) {
             tracing::warn!(source = %id, "source has settings this version cannot poll");
             continue;
         };
+        tracing::debug!(source = %target.name, version, "loaded source");
         match entries.get_mut(&id) {
             // Changed: new settings from the next slot on; what the kind remembers stays
             // (an in-flight poll gives it back when it ends).
-            Some(entry) => entry.target = Arc::new(target),
+            Some(entry) => {
+                // Slot numbers depend on the interval: start counting again.
+                if entry.target.interval_ms != target.interval_ms {
+                    entry.next_slot = 0;
+                }
+                entry.target = Arc::new(target);
+            }
             None => {
                 let kind_state = KindState::load(target.kind, row.state.as_ref().map(|s| &s.0));
+                // The stored claim is the start of the last slot polled.
+                let next_slot = target.slot_at(row.poll_slot) + 1;
                 entries.insert(
                     id,
                     Entry {
-                        next_slot: row.poll_slot + 1,
+                        next_slot,
                         target: Arc::new(target),
                         kind_state: Some(kind_state),
                         failures: row.consecutive_failures,
@@ -448,7 +459,9 @@ fn settle(entries: &mut HashMap<Uuid, Entry>, finished: Finished, max_backoff: D
             entry.failures = 0;
         }
     }
-    entry.next_slot = entry.next_slot.max(finished.slot + 1 + skip);
+    if finished.interval_ms == entry.target.interval_ms {
+        entry.next_slot = entry.next_slot.max(finished.slot + 1 + skip);
+    }
 }
 
 /// Claims slot `slot` of `target`, polls it and records the outcome.
@@ -463,6 +476,7 @@ async fn poll_one(
 ) -> Finished {
     let finished = |kind_state, report| Finished {
         id: target.id,
+        interval_ms: target.interval_ms,
         slot,
         kind_state,
         report,
@@ -471,9 +485,12 @@ async fn poll_one(
         return finished(kind_state, None);
     };
     let store = &context.state.store;
-    match repo::claim_slot(store, target.id, slot, fence).await {
+    match repo::claim_slot(store, target.id, target.slot_start_ms(slot), fence).await {
         Ok(true) => {}
-        Ok(false) => return finished(kind_state, None),
+        Ok(false) => {
+            tracing::debug!(source = %target.name, slot, "slot already polled");
+            return finished(kind_state, None);
+        }
         Err(e) => {
             tracing::warn!(source = %target.name, error = %e, "could not claim a poll");
             return finished(kind_state, None);
@@ -574,6 +591,7 @@ mod tests {
                 &mut entries,
                 Finished {
                     id: t.id,
+                    interval_ms: 1000,
                     slot,
                     kind_state: KindState::Prometheus,
                     report: Some(PollReport {
