@@ -22,6 +22,10 @@ pub struct SourcesConfig {
     pub max_samples_per_scrape: usize,
     /// Most records in one KumoMTA log-hook request.
     pub max_log_records_per_request: usize,
+    /// How long a log-hook record is remembered to count a resent copy once (kumod
+    /// retries within minutes to hours).
+    #[serde(with = "duration::human")]
+    pub log_dedup_retention: Duration,
 }
 
 impl Default for SourcesConfig {
@@ -33,6 +37,7 @@ impl Default for SourcesConfig {
             max_response_bytes: 16 * 1024 * 1024,
             max_samples_per_scrape: 50_000,
             max_log_records_per_request: 10_000,
+            log_dedup_retention: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -54,6 +59,9 @@ impl SourcesConfig {
         }
         if self.max_samples_per_scrape == 0 {
             problems.push("LOOKOUT_SOURCES__MAX_SAMPLES_PER_SCRAPE must be positive".into());
+        }
+        if self.log_dedup_retention < Duration::from_secs(60) {
+            problems.push("LOOKOUT_SOURCES__LOG_DEDUP_RETENTION must be at least 1m".into());
         }
         if self.max_log_records_per_request == 0 {
             problems.push("LOOKOUT_SOURCES__MAX_LOG_RECORDS_PER_REQUEST must be positive".into());

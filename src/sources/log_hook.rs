@@ -38,8 +38,8 @@ pub struct LogHookOutcome {
     path = "/api/v1/sources/{id}/kumomta/logs",
     tag = "sources",
     params(("id" = String, Path)),
-    request_body(content = serde_json::Value, description = "One kumod log record, or an array of them"),
-    security(("source_token" = [])),
+    request_body(content = serde_json::Value, description = "One kumod log record, or an array of them. \
+        Authenticated by the source's own log-hook token (`Authorization: Bearer <token>`), not a user's JWT."),
     responses(
         (status = 200, body = LogHookOutcome),
         (status = 401, body = crate::api::Problem, content_type = "application/problem+json"),

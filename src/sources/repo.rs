@@ -302,14 +302,15 @@ pub async fn get_by_id(store: &Store, id: Uuid) -> Result<Option<SourceRow>, sql
     )
 }
 
-/// Claims interval `slot` of a source for the holder of fencing token `fence`. False when
-/// that interval (or a later one) was already claimed, or a newer leaseholder has claimed
-/// any: so an interval is polled at most once, even if two replicas briefly both believe
-/// they hold the lease.
+/// Claims the poll interval (slot) of a source that starts at `slot_start_ms`, for the
+/// holder of fencing token `fence`. False when that slot (or a later one) was already
+/// claimed, or a newer leaseholder has claimed any: so a slot is polled at most once, even
+/// if two replicas briefly both believe they hold the lease. Slots are named by their
+/// start time (in column `poll_slot`), which keeps growing when the interval changes.
 pub async fn claim_slot(
     store: &Store,
     id: Uuid,
-    slot: i64,
+    slot_start_ms: i64,
     fence: i64,
 ) -> Result<bool, sqlx::Error> {
     let mut conn = store.write().await?;
@@ -319,7 +320,7 @@ pub async fn claim_slot(
         "UPDATE sources SET poll_slot = $2, poll_fence = $3 \
          WHERE id = $1 AND poll_slot < $2 AND poll_fence <= $3",
         id,
-        slot,
+        slot_start_ms,
         fence
     )?;
     Ok(claimed == 1)
@@ -492,4 +493,15 @@ pub async fn count_log_records(
     }
     tx.commit().await?;
     Ok((fresh, counts))
+}
+
+/// Forgets log-hook records seen before `before`: a copy resent later is counted again.
+pub async fn prune_log_seen(store: &Store, before: DateTime<Utc>) -> Result<u64, sqlx::Error> {
+    let mut conn = store.write().await?;
+    sql!(
+        conn.db(),
+        exec,
+        "DELETE FROM kumomta_log_seen WHERE seen_at < $1",
+        DbTime(before)
+    )
 }

@@ -281,3 +281,56 @@ fn json_body<T: serde::de::DeserializeOwned>(answer: &Answer) -> Result<T, Strin
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(path: &'static str, status: u16, body: &str) -> Answer {
+        (
+            path,
+            Ok(Fetched {
+                status,
+                body: body.into(),
+            }),
+        )
+    }
+
+    #[test]
+    fn connection_status_says_why() {
+        let ok = answer(METRICS, 200, "");
+        let live = answer(LIVENESS, 200, "OK");
+        let all_ok = [&ok, &ok, &ok, &ok, &ok];
+        assert_eq!(
+            connection_of(all_ok, &live),
+            Connection {
+                connected: true,
+                status: "ok".into()
+            }
+        );
+
+        let shedding = answer(LIVENESS, 503, "load shedding\n");
+        assert_eq!(
+            connection_of(all_ok, &shedding),
+            Connection {
+                connected: false,
+                status: "load shedding".into()
+            }
+        );
+
+        let refused = answer(BOUNCE, 401, "Unauthorized");
+        let status = connection_of([&ok, &ok, &ok, &ok, &refused], &live);
+        assert!(
+            !status.connected && status.status.contains("trusted_hosts"),
+            "{status:?}"
+        );
+        assert!(ok_body(&refused).unwrap_err().contains("trusted_hosts"));
+
+        let down: Answer = (
+            METRICS,
+            Err(FetchError::Unreachable("GET x: Connection refused".into())),
+        );
+        let status = connection_of([&down, &ok, &ok, &ok, &ok], &live);
+        assert_eq!(status.status, "unreachable: GET x: Connection refused");
+    }
+}

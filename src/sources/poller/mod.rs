@@ -3,9 +3,9 @@
 //! Time is cut, per source, into intervals ("slots") of the source's `interval_ms`, offset
 //! by a phase derived from the source's id. The phase spreads sources over the interval
 //! (per-source jitter) and, being the same on every replica, lets a new leaseholder go on
-//! with the very schedule the old one followed. Before polling slot `k` the poller claims
-//! it in the database (`poll_slot < k`, and a fencing token no older than the last
-//! claim's): a slot is polled at most once however the lease moves, and a holder that
+//! with the very schedule the old one followed. Before polling a slot the poller claims
+//! it in the database (the last claimed slot started earlier, and its fencing token is no
+//! newer than ours): a slot is polled at most once however the lease moves, and a holder that
 //! lost its lease cannot claim anything after its successor has.
 //!
 //! Polls run as tasks, at most `max_concurrent_polls` at once, one at a time per source.
@@ -33,6 +33,9 @@ use uuid::Uuid;
 
 pub use kumomta::{Connection, KumoState};
 pub use probe::ProbeState;
+
+/// How often the leaseholder forgets old log-hook dedup keys.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// A source as the poller needs it, compiled once per version.
 pub struct PollTarget {
@@ -261,6 +264,8 @@ struct Entry {
 /// What a poll task hands back.
 struct Finished {
     id: Uuid,
+    /// The interval the slot was numbered with (the source may have changed since).
+    interval_ms: u64,
     slot: i64,
     kind_state: KindState,
     /// `None` when the slot had been polled already (claim refused).
@@ -302,11 +307,22 @@ async fn run(state: AppState, lease: LeaseContext) {
     let mut entries: HashMap<Uuid, Entry> = HashMap::new();
     let mut tasks: JoinSet<Finished> = JoinSet::new();
     let mut next_reload = Instant::now();
+    let mut next_prune = Instant::now() + PRUNE_EVERY;
 
     loop {
         if Instant::now() >= next_reload {
             reload(&state, &mut entries).await;
             next_reload = Instant::now() + config.reload_interval;
+        }
+        if Instant::now() >= next_prune {
+            // Singleton clean-up that belongs to this part: the leaseholder does it.
+            let before = Utc::now() - config.log_dedup_retention;
+            match repo::prune_log_seen(&state.store, before).await {
+                Ok(0) => {}
+                Ok(pruned) => tracing::debug!(pruned, "forgot old log-hook records"),
+                Err(e) => tracing::warn!(error = %e, "could not prune log-hook records"),
+            }
+            next_prune = Instant::now() + PRUNE_EVERY;
         }
         let now_ms = Utc::now().timestamp_millis();
         // Start every poll that is due; find when the next one is.
@@ -394,16 +410,25 @@ async fn reload(state: &AppState, entries: &mut HashMap<Uuid, Entry>) {
             tracing::warn!(source = %id, "source has settings this version cannot poll");
             continue;
         };
+        tracing::debug!(source = %target.name, version, "loaded source");
         match entries.get_mut(&id) {
             // Changed: new settings from the next slot on; what the kind remembers stays
             // (an in-flight poll gives it back when it ends).
-            Some(entry) => entry.target = Arc::new(target),
+            Some(entry) => {
+                // Slot numbers depend on the interval: start counting again.
+                if entry.target.interval_ms != target.interval_ms {
+                    entry.next_slot = 0;
+                }
+                entry.target = Arc::new(target);
+            }
             None => {
                 let kind_state = KindState::load(target.kind, row.state.as_ref().map(|s| &s.0));
+                // The stored claim is the start of the last slot polled.
+                let next_slot = target.slot_at(row.poll_slot) + 1;
                 entries.insert(
                     id,
                     Entry {
-                        next_slot: row.poll_slot + 1,
+                        next_slot,
                         target: Arc::new(target),
                         kind_state: Some(kind_state),
                         failures: row.consecutive_failures,
@@ -434,7 +459,9 @@ fn settle(entries: &mut HashMap<Uuid, Entry>, finished: Finished, max_backoff: D
             entry.failures = 0;
         }
     }
-    entry.next_slot = entry.next_slot.max(finished.slot + 1 + skip);
+    if finished.interval_ms == entry.target.interval_ms {
+        entry.next_slot = entry.next_slot.max(finished.slot + 1 + skip);
+    }
 }
 
 /// Claims slot `slot` of `target`, polls it and records the outcome.
@@ -449,6 +476,7 @@ async fn poll_one(
 ) -> Finished {
     let finished = |kind_state, report| Finished {
         id: target.id,
+        interval_ms: target.interval_ms,
         slot,
         kind_state,
         report,
@@ -457,9 +485,12 @@ async fn poll_one(
         return finished(kind_state, None);
     };
     let store = &context.state.store;
-    match repo::claim_slot(store, target.id, slot, fence).await {
+    match repo::claim_slot(store, target.id, target.slot_start_ms(slot), fence).await {
         Ok(true) => {}
-        Ok(false) => return finished(kind_state, None),
+        Ok(false) => {
+            tracing::debug!(source = %target.name, slot, "slot already polled");
+            return finished(kind_state, None);
+        }
         Err(e) => {
             tracing::warn!(source = %target.name, error = %e, "could not claim a poll");
             return finished(kind_state, None);
@@ -502,4 +533,82 @@ async fn poll_one(
         tracing::warn!(source = %target.name, error = %e, "could not record a poll");
     }
     finished(kind_state, Some(report))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(interval_ms: u64) -> PollTarget {
+        PollTarget {
+            id: Uuid::now_v7(),
+            tenant: "t".into(),
+            name: "n".into(),
+            kind: SourceKind::Prometheus,
+            version: 1,
+            settings: Settings::default(),
+            auth: None,
+            interval_ms,
+            timeout_ms: 100,
+            phase_ms: 300,
+            name_filter: None,
+            body_match: None,
+        }
+    }
+
+    #[test]
+    fn slots_are_offset_by_the_phase() {
+        let t = target(1000);
+        assert_eq!(
+            (
+                t.slot_at(299),
+                t.slot_at(300),
+                t.slot_at(1299),
+                t.slot_at(1300)
+            ),
+            (-1, 0, 0, 1)
+        );
+        assert_eq!(t.slot_start_ms(5), 5300);
+        let id = Uuid::now_v7();
+        assert_eq!(phase_of(id, 5000), phase_of(id, 5000));
+        assert!(phase_of(id, 5000) < 5000);
+    }
+
+    #[test]
+    fn failures_back_off_exponentially_up_to_the_cap() {
+        let t = Arc::new(target(1000));
+        let mut entries = HashMap::from([(
+            t.id,
+            Entry {
+                target: t.clone(),
+                next_slot: 10,
+                kind_state: None,
+                failures: 0,
+            },
+        )]);
+        let mut finish = |slot: i64, error: bool| {
+            settle(
+                &mut entries,
+                Finished {
+                    id: t.id,
+                    interval_ms: 1000,
+                    slot,
+                    kind_state: KindState::Prometheus,
+                    report: Some(PollReport {
+                        error: error.then(|| "down".to_string()),
+                        state: None,
+                        back_off: true,
+                    }),
+                },
+                Duration::from_secs(4),
+            );
+            entries[&t.id].next_slot
+        };
+        // 1, 2, 4, 4 (capped at 4 s = 4 intervals) intervals between polls; then back to 1.
+        assert_eq!(finish(10, true), 11);
+        assert_eq!(finish(11, true), 13);
+        assert_eq!(finish(13, true), 17);
+        assert_eq!(finish(17, true), 21);
+        assert_eq!(finish(21, false), 22);
+    }
 }

@@ -175,7 +175,70 @@ async fn the_configured_kumomta_source_is_created_once_and_polled_with_its_token
     );
 }
 
+async fn a_changed_source_is_polled_with_its_new_settings(env: TestEnv) {
+    let kumod = Kumod::start().await;
+    let app = env.spawn().await;
+    let admin = env.admin();
+    let body = |interval_ms: u64, token: &str| {
+        json!({"name": "node", "kind": "kumomta", "url": kumod.url(), "interval_ms": interval_ms,
+               "auth": {"type": "bearer", "token": token}})
+    };
+    let created = super::create_source(&app, &admin, body(500, "first-token")).await;
+    let id = created["id"].as_str().expect("id");
+    eventually(
+        Duration::from_secs(10),
+        "polls with the first token",
+        || async { (kumod.requests_to("/metrics").len() >= 2).then_some(()) },
+    )
+    .await;
+    // A longer interval numbers the slots anew; polling must go on, with the new token.
+    let updated = app
+        .call(
+            Method::PUT,
+            &format!("/api/v1/sources/{id}"),
+            Some(&admin),
+            Some(body(700, "second-token")),
+        )
+        .await;
+    assert_eq!(updated.status, 200, "{}", updated.text);
+    eventually(
+        Duration::from_secs(10),
+        "two polls with the new token",
+        || async {
+            let polls = kumod
+                .requests_to("/metrics")
+                .into_iter()
+                .filter(|r| r.authorization.as_deref() == Some("Bearer second-token"))
+                .count();
+            (polls >= 2).then_some(())
+        },
+    )
+    .await;
+    // Disabled: polling stops.
+    let mut disabled = body(700, "second-token");
+    disabled["enabled"] = json!(false);
+    let updated = app
+        .call(
+            Method::PUT,
+            &format!("/api/v1/sources/{id}"),
+            Some(&admin),
+            Some(disabled),
+        )
+        .await;
+    assert_eq!(updated.status, 200);
+    // The poller reloads within its reload interval (2 s) and a poll in flight ends.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let settled = kumod.requests_to("/metrics").len();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        kumod.requests_to("/metrics").len(),
+        settled,
+        "a disabled source is not polled"
+    );
+}
+
 both_modes!(
+    a_changed_source_is_polled_with_its_new_settings,
     registry_crud_roles_and_write_only_secrets,
     the_configured_kumomta_source_is_created_once_and_polled_with_its_token,
 );
