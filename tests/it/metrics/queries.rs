@@ -272,6 +272,30 @@ async fn bad_query_parameters_are_problems(env: TestEnv) {
             response.assert_problem(status, code);
         }
     }
+    // Every route is described, the two methods of /api/v1/metrics included.
+    let openapi = app
+        .call(reqwest::Method::GET, "/openapi.json", None, None)
+        .await;
+    let paths = &openapi.body["paths"];
+    assert!(
+        paths["/api/v1/metrics"]["post"].is_object(),
+        "POST described"
+    );
+    assert!(paths["/api/v1/metrics"]["get"].is_object(), "GET described");
+    for path in [
+        "aggregated",
+        "history/{name}",
+        "names",
+        "search",
+        "stats",
+        "realtime",
+        "export",
+    ] {
+        assert!(
+            paths[format!("/api/v1/metrics/{path}")]["get"].is_object(),
+            "{path} described"
+        );
+    }
     // Agents may ingest, not read.
     app.get("/api/v1/metrics/names", &t.agent)
         .await
