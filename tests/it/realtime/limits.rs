@@ -195,6 +195,17 @@ async fn a_full_replica_answers_1013(env: TestEnv) {
         .await
         .unwrap();
     assert_eq!(second.expect_close().await, (1013, "overloaded".into()));
+    // The gateway's own metrics are served with the rest.
+    let metrics = app
+        .call(reqwest::Method::GET, "/metrics", None, None)
+        .await
+        .text;
+    for name in [
+        "lookout_ws_connections{",
+        "lookout_ws_closes_total{code=\"1013\"}",
+    ] {
+        assert!(metrics.contains(name), "{name} in /metrics");
+    }
 }
 
 async fn shutdown_says_reconnect_then_1012(env: TestEnv) {
