@@ -256,14 +256,19 @@ impl Session {
         let mut last_heard = Instant::now();
         let shutdown = self.state.shutdown.clone();
         let queue = self.queue.clone();
+        let expiry = tokio::time::sleep_until(self.expiry);
+        tokio::pin!(expiry);
         loop {
             let mut out = Vec::new();
-            let expiry = tokio::time::sleep_until(self.expiry);
+            if expiry.deadline() != self.expiry {
+                // A refreshed token moved the expiry.
+                expiry.as_mut().reset(self.expiry);
+            }
             let stop = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => Some(Stop::Shutdown),
                 _ = queue.overflowed() => Some(Stop::Close(4005, "slow_consumer")),
-                _ = expiry => Some(Stop::Close(4002, "token_expired")),
+                _ = &mut expiry => Some(Stop::Close(4002, "token_expired")),
                 _ = heartbeat.tick() => {
                     if last_heard.elapsed() >= interval * 3 {
                         Some(Stop::Close(4004, "heartbeat_timeout"))
