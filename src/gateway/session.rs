@@ -46,7 +46,9 @@ enum Stop {
     Close(u16, &'static str),
     /// The server is shutting down: `reconnect`, then 1012.
     Shutdown,
-    /// The client closed or vanished: nothing more to send.
+    /// The client closed: answer its close frame (queued by the WebSocket layer).
+    ClientClosed(u16),
+    /// The client vanished: nothing more to send.
     Gone,
 }
 
@@ -174,6 +176,11 @@ fn read_error(error: &axum::Error) -> Stop {
 async fn finish(state: &AppState, sink: &mut Sink, stream: &mut Stream, stop: Stop) {
     let (code, reason, notice) = match stop {
         Stop::Gone => return,
+        Stop::ClientClosed(code) => {
+            m::closed_with(code);
+            let _ = tokio::time::timeout(CLOSE_GRACE, sink.flush()).await;
+            return;
+        }
         Stop::Close(code, reason) => (code, reason, None),
         Stop::Shutdown => {
             let spread = state.config.realtime.reconnect_spread.as_millis() as u64;
@@ -249,14 +256,19 @@ impl Session {
         let mut last_heard = Instant::now();
         let shutdown = self.state.shutdown.clone();
         let queue = self.queue.clone();
+        let expiry = tokio::time::sleep_until(self.expiry);
+        tokio::pin!(expiry);
         loop {
             let mut out = Vec::new();
-            let expiry = tokio::time::sleep_until(self.expiry);
+            if expiry.deadline() != self.expiry {
+                // A refreshed token moved the expiry.
+                expiry.as_mut().reset(self.expiry);
+            }
             let stop = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => Some(Stop::Shutdown),
                 _ = queue.overflowed() => Some(Stop::Close(4005, "slow_consumer")),
-                _ = expiry => Some(Stop::Close(4002, "token_expired")),
+                _ = &mut expiry => Some(Stop::Close(4002, "token_expired")),
                 _ = heartbeat.tick() => {
                     if last_heard.elapsed() >= interval * 3 {
                         Some(Stop::Close(4004, "heartbeat_timeout"))
@@ -358,7 +370,9 @@ impl Session {
         let text = match message {
             Message::Text(text) => text,
             Message::Binary(_) => return Some(Stop::Close(4000, "binary_frame")),
-            Message::Close(_) => return Some(Stop::Gone),
+            Message::Close(frame) => {
+                return Some(Stop::ClientClosed(frame.map_or(1005, |f| f.code)));
+            }
             // Answered by the WebSocket layer; they count as signs of life.
             Message::Ping(_) | Message::Pong(_) => return None,
         };

@@ -147,35 +147,44 @@ async fn a_refreshed_token_extends_the_session_and_expiry_closes_4002(env: TestE
 
 async fn subscriptions_reply_replay_and_recover(env: TestEnv) {
     let app = env.spawn_with(|c| c.bus.history_len = 30).await;
-    for i in 1..=50 {
-        publish(&app, &env, "acme", "alerts", json!({"i": i})).await;
+    // Redis trims histories approximately (whole blocks of ~100 entries): publish
+    // enough that the oldest are surely gone.
+    for i in 1..=300 {
+        app.state
+            .bus
+            .publish_json("acme", "alerts", "test:event", &json!({"i": i}))
+            .await
+            .unwrap();
     }
     let token = env.token(Role::Viewer, "acme", "alice");
     let (mut ws, _) = Ws::open(&app, &token).await;
     let head = app.state.bus.head("acme", "alerts").await.unwrap();
 
-    // `since` within the history: replays 41..=50, recovered.
+    // `since` within the history: replays 291..=300, recovered.
     let replies = ws
         .subscribe(
             &["alerts"],
-            json!({"since": {"alerts": {"offset": 40, "epoch": head.epoch}}}),
+            json!({"since": {"alerts": {"offset": 290, "epoch": head.epoch}}}),
         )
         .await;
     let reply = &replies[0]["payload"];
     assert_eq!(reply["topic"], "alerts");
-    assert_eq!(reply["offset"], 50);
+    assert_eq!(reply["offset"], 300);
     assert_eq!(reply["epoch"], head.epoch.as_str());
     assert_eq!(reply["recovered"], true);
     assert_eq!(reply["replayed"], 10);
-    for offset in 41..=50 {
+    for offset in 291..=300 {
         let event = next_event(&mut ws).await;
         assert_eq!(event["offset"], offset);
         assert_eq!(event["topic"], "alerts");
         assert_eq!(event["event"], "test:event");
         assert_eq!(event["data"]["i"], offset);
     }
-    publish(&app, &env, "acme", "alerts", json!({"i": 51})).await;
-    assert_eq!(next_event(&mut ws).await["offset"], 51);
+    assert_eq!(
+        publish(&app, &env, "acme", "alerts", json!({"i": 301})).await,
+        301
+    );
+    assert_eq!(next_event(&mut ws).await["offset"], 301);
 
     // Too far back (history keeps 30) or another epoch: recovered false, no replay.
     let (mut ws, _) = Ws::open(&app, &token).await;
@@ -187,12 +196,12 @@ async fn subscriptions_reply_replay_and_recover(env: TestEnv) {
         .await;
     assert_eq!(reply[0]["payload"]["recovered"], false);
     assert_eq!(reply[0]["payload"]["replayed"], 0);
-    assert_eq!(reply[0]["payload"]["offset"], 51);
+    assert_eq!(reply[0]["payload"]["offset"], 301);
     let (mut ws, _) = Ws::open(&app, &token).await;
     let reply = ws
         .subscribe(
             &["alerts"],
-            json!({"since": {"alerts": {"offset": 45, "epoch": "another"}}}),
+            json!({"since": {"alerts": {"offset": 295, "epoch": "another"}}}),
         )
         .await;
     assert_eq!(reply[0]["payload"]["recovered"], false);

@@ -102,7 +102,7 @@ async fn connection_quotas_count_across_replicas(env: TestEnv) {
     drop(on_a);
     eventually(Duration::from_secs(10), "the freed place on C", || async {
         let mut ws = Ws::try_connect(&c, Auth::Header(&token), None).await.ok()?;
-        (ws.next().await["type"] == "auth_success").then_some(())
+        (ws.next_or_close().await.ok()?["type"] == "auth_success").then_some(())
     })
     .await;
 }
