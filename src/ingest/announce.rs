@@ -156,12 +156,20 @@ pub async fn ingest_decoded(
             outcome.rejected.len() as u64
         },
     );
-    if let Some(summary) = summary.filter(|s| s.accepted > 0) {
-        // The batch is stored whatever happens here: a bus outage costs live viewers
-        // one update, never the data.
-        if let Err(e) = state.bus.publish_json(tenant, TOPIC, EVENT, &summary).await {
-            tracing::warn!(error = %e, tenant, "could not publish metrics:update");
-        }
+    if let Some(summary) = summary {
+        publish(&state.bus, tenant, &summary).await;
     }
     Ok(outcome)
+}
+
+/// Publishes a stored batch's summary (nothing when no sample was stored).
+pub(super) async fn publish(bus: &crate::bus::Bus, tenant: &str, summary: &BatchSummary) {
+    if summary.accepted == 0 {
+        return;
+    }
+    // The batch is stored whatever happens here: a bus outage costs live viewers one
+    // update, never the data.
+    if let Err(e) = bus.publish_json(tenant, TOPIC, EVENT, summary).await {
+        tracing::warn!(error = %e, tenant, "could not publish metrics:update");
+    }
 }

@@ -112,6 +112,8 @@ const MAX_CACHED_SERIES: usize = 1_000_000;
 pub struct Ingest {
     store: Store,
     limits: Limits,
+    /// When set, [`Ingest::write`] publishes each stored batch's `metrics:update` here.
+    bus: Option<crate::bus::Bus>,
     partitions: Partitions,
     // std Mutex: in-memory map, never held across an await.
     series_ids: Mutex<HashMap<(String, i64), CachedSeries>>,
@@ -137,9 +139,17 @@ impl Ingest {
         Ingest {
             store,
             limits,
+            bus: None,
             partitions: Partitions::default(),
             series_ids: Mutex::default(),
         }
+    }
+
+    /// Makes [`Ingest::write`] announce each stored batch on `bus` (as
+    /// [`ingest_and_announce`] does), so that every caller of `write` feeds live views.
+    pub fn with_bus(mut self, bus: crate::bus::Bus) -> Ingest {
+        self.bus = Some(bus);
+        self
     }
 
     pub fn limits(&self) -> &Limits {
@@ -160,9 +170,13 @@ impl Ingest {
         now: DateTime<Utc>,
     ) -> Result<IngestOutcome, IngestError> {
         let limits = self.limits.clone();
-        self.write_with(&limits, tenant, batch_id, samples, Vec::new(), now)
-            .await
-            .map(|(outcome, _)| outcome)
+        let (outcome, summary) = self
+            .write_with(&limits, tenant, batch_id, samples, Vec::new(), now)
+            .await?;
+        if let (Some(bus), Some(summary)) = (&self.bus, summary) {
+            announce::publish(bus, tenant, &summary).await;
+        }
+        Ok(outcome)
     }
 
     /// Validates and stores a batch under `limits`; also returns what the live summary

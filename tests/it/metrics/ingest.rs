@@ -168,7 +168,42 @@ async fn the_active_series_limit_answers_429(env: TestEnv) {
     assert_eq!(theirs.status, 200, "{}", theirs.text);
 }
 
+/// Callers of `Ingest::write` (pollers, agents) announce too once the instance has the
+/// bus (`Ingest::with_bus`, wired in app.rs).
+async fn write_with_a_bus_announces_each_batch(env: TestEnv) {
+    let app = env.spawn().await;
+    let ingest =
+        lookout::ingest::Ingest::new(app.state.store.clone(), lookout::ingest::Limits::default())
+            .with_bus(app.state.bus.clone());
+    let now = chrono::Utc::now();
+    let sample = lookout::ingest::SampleIn {
+        name: "polled_total".into(),
+        labels: Default::default(),
+        value: 3.0,
+        timestamp_ms: None,
+    };
+    let first = ingest
+        .write("acme", Some("p-1"), vec![sample.clone()], now)
+        .await
+        .unwrap();
+    assert_eq!(first.accepted, 1);
+    let again = ingest
+        .write("acme", Some("p-1"), vec![sample], now)
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    let history = app
+        .state
+        .bus
+        .history("acme", "metrics", 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(history.events.len(), 1, "one event, none for the duplicate");
+    assert_eq!(history.events[0].event, "metrics:update");
+}
+
 both_modes!(
+    write_with_a_bus_announces_each_batch,
     a_batch_is_stored_once_and_each_rejection_reported,
     only_agents_and_admins_ingest_and_bad_batches_are_problems,
     the_active_series_limit_answers_429,
