@@ -157,6 +157,11 @@ impl App {
             config.server.rate_limit_burst,
         );
 
+        // Every way in (HTTP, agents, pollers, the log hook) gets the configured limits
+        // and announces each stored batch on the `metrics` topic.
+        let ingest =
+            crate::ingest::Ingest::new(store.clone(), crate::ingest::Limits::from(&config.metrics))
+                .with_bus(bus.clone());
         let state = AppState(Arc::new(AppInner {
             mode: mode.name(),
             config,
@@ -165,7 +170,7 @@ impl App {
             leases,
             registry,
             auth: Auth::new(keys, revocations, limiter),
-            ingest: crate::ingest::Ingest::new(store.clone(), crate::ingest::Limits::default()),
+            ingest,
             metrics: telemetry::metrics_handle(),
             shutdown,
             tasks,
