@@ -205,10 +205,13 @@ pub async fn insert_samples(tx: &mut Tx, samples: &[SampleRow]) -> Result<u64, s
     }
 }
 
-type WindowRow = (i64, String, Json<Labels>, DbTime, f64);
+type SeriesRow = (i64, String, Json<Labels>);
+type PointRow = (i64, DbTime, f64);
 
 /// Every series of `tenant` named one of `names` that has samples in `(from, to]`, with
-/// those samples, in one query (the rule engine reads all its rules' data this way).
+/// those samples (the rule engine reads all its rules' data this way). Two queries:
+/// the series, then their samples; decoding each series' labels once rather than once
+/// per sample row is most of the cost of a large read.
 pub async fn read_range(
     store: &Store,
     tenant: &str,
@@ -220,16 +223,40 @@ pub async fn read_range(
         return Ok(Vec::new());
     }
     let mut conn = store.read().await?;
-    let rows: Vec<WindowRow> = match conn.db() {
+    let series: Vec<SeriesRow> = match conn.db() {
         Db::Postgres(conn) => {
             sqlx::query_as(
-                "SELECT s.id, s.name, s.labels, p.ts, p.value
-                 FROM series s JOIN samples p ON p.series_id = s.id
-                 WHERE s.tenant = $1 AND s.name = ANY($2) AND p.ts > $3 AND p.ts <= $4
-                 ORDER BY s.id, p.ts",
+                "SELECT id, name, labels FROM series
+                 WHERE tenant = $1 AND name = ANY($2) ORDER BY id",
             )
             .bind(tenant)
             .bind(names)
+            .fetch_all(&mut *conn)
+            .await?
+        }
+        Db::Sqlite(conn) => {
+            sqlx::query_as(
+                "SELECT id, name, labels FROM series
+                 WHERE tenant = $1 AND name IN (SELECT value FROM json_each($2)) ORDER BY id",
+            )
+            .bind(tenant)
+            .bind(Json(names))
+            .fetch_all(&mut *conn)
+            .await?
+        }
+    };
+    if series.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids: Vec<i64> = series.iter().map(|(id, _, _)| *id).collect();
+    let points: Vec<PointRow> = match conn.db() {
+        Db::Postgres(conn) => {
+            sqlx::query_as(
+                "SELECT series_id, ts, value FROM samples
+                 WHERE series_id = ANY($1) AND ts > $2 AND ts <= $3
+                 ORDER BY series_id, ts",
+            )
+            .bind(&ids)
             .bind(from)
             .bind(to)
             .fetch_all(&mut *conn)
@@ -237,30 +264,37 @@ pub async fn read_range(
         }
         Db::Sqlite(conn) => {
             sqlx::query_as(
-                "SELECT s.id, s.name, s.labels, p.ts, p.value
-                 FROM series s JOIN samples p ON p.series_id = s.id
-                 WHERE s.tenant = $1 AND s.name IN (SELECT value FROM json_each($2))
-                   AND p.ts > $3 AND p.ts <= $4
-                 ORDER BY s.id, p.ts",
+                "SELECT series_id, ts, value FROM samples
+                 WHERE series_id IN (SELECT value FROM json_each($1)) AND ts > $2 AND ts <= $3
+                 ORDER BY series_id, ts",
             )
-            .bind(tenant)
-            .bind(Json(names))
+            .bind(Json(&ids))
             .bind(DbTime(from))
             .bind(DbTime(to))
             .fetch_all(&mut *conn)
             .await?
         }
     };
+    // Both lists are ordered by series id: walk them together.
     let mut out: Vec<SeriesSamples> = Vec::new();
-    for (id, name, labels, ts, value) in rows {
-        match out.last_mut() {
-            Some(last) if last.id == id => last.samples.push((ts.millis(), value)),
-            _ => out.push(SeriesSamples {
+    let mut series = series.into_iter().peekable();
+    for (series_id, ts, value) in points {
+        if out.last().is_some_and(|last| last.id == series_id) {
+            if let Some(last) = out.last_mut() {
+                last.samples.push((ts.millis(), value));
+            }
+            continue;
+        }
+        while series.peek().is_some_and(|(id, _, _)| *id < series_id) {
+            series.next();
+        }
+        if let Some((id, name, labels)) = series.next_if(|(id, _, _)| *id == series_id) {
+            out.push(SeriesSamples {
                 id,
                 name,
                 labels: labels.0,
                 samples: vec![(ts.millis(), value)],
-            }),
+            });
         }
     }
     Ok(out)
