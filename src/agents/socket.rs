@@ -268,6 +268,7 @@ impl Session {
                 Some(identity) => identity,
                 None => {
                     finish_writer(writer, &pre).await;
+                    drain(&mut stream).await;
                     return;
                 }
             },
@@ -304,6 +305,7 @@ impl Session {
                 )));
                 let _ = outbox.try_send(Outgoing::Close(1013, "try_again_later"));
                 finish_writer(writer, &pre).await;
+                drain(&mut stream).await;
                 return;
             }
         };
@@ -363,6 +365,7 @@ impl Session {
             }
         }
         tracing::info!(tenant = %control.tenant, agent = %control.agent_id, session = %session_id, "agent disconnected");
+        drain(&mut stream).await;
     }
 
     async fn read_loop(
@@ -861,6 +864,20 @@ async fn write_loop(
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+}
+
+/// After our close frame, reads (and drops) what the peer still sends until its close
+/// or a short deadline. Dropping a socket with unread data makes TCP reset it, and a
+/// reset can destroy the close frame before the peer reads it.
+async fn drain(stream: &mut futures_util::stream::SplitStream<WebSocket>) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Lets the writer send what is queued (bounded), then stops it.
