@@ -266,6 +266,13 @@ pub struct RealtimeConfig {
     pub max_connections_per_replica: u32,
     /// Size of each socket's read buffer. Small buffers keep idle connections cheap.
     pub read_buffer_bytes: usize,
+    /// Bytes of outgoing frames gathered before a write to the socket (a flush after each
+    /// batch writes the rest), so that a burst of events costs few system calls.
+    pub write_buffer_bytes: usize,
+    /// At shutdown, clients are told to come back after a random delay up to this, so
+    /// that they do not all reconnect to the other replicas at once.
+    #[serde(with = "duration::human_or_millis")]
+    pub reconnect_spread: Duration,
 }
 
 impl Default for RealtimeConfig {
@@ -281,6 +288,8 @@ impl Default for RealtimeConfig {
             max_connections_per_tenant: 20_000,
             max_connections_per_replica: 50_000,
             read_buffer_bytes: 2048,
+            write_buffer_bytes: 8 * 1024,
+            reconnect_spread: Duration::from_secs(5),
         }
     }
 }
@@ -616,6 +625,11 @@ impl Config {
         if !(256..=1 << 20).contains(&rt.read_buffer_bytes) {
             problems
                 .push("LOOKOUT_REALTIME__READ_BUFFER_BYTES must be between 256 and 1 MiB".into());
+        }
+        if !(1024..=1 << 20).contains(&rt.write_buffer_bytes) {
+            problems.push(
+                "LOOKOUT_REALTIME__WRITE_BUFFER_BYTES must be between 1 KiB and 1 MiB".into(),
+            );
         }
         if self.bus.history_len == 0 {
             problems.push("LOOKOUT_BUS__HISTORY_LEN must be positive".into());
