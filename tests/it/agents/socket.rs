@@ -338,6 +338,30 @@ async fn status_frames_are_stored_and_announced(env: TestEnv) {
     let _ = Frame::Closed(None);
 }
 
+async fn an_expired_token_closes_with_4002_unless_renewed(env: TestEnv) {
+    let app = env.spawn().await;
+    let short = |sub: &str, ttl: u64| {
+        crate::common::token_for(
+            &app.config,
+            Role::Agent,
+            "default",
+            sub,
+            Duration::from_secs(ttl),
+        )
+    };
+    let (mut renewed, _) = Agent::register(&app, &short("keeps", 1), "keeps", None, None).await;
+    renewed
+        .send_raw(json!({"type": "auth", "data": {"token": short("keeps", 3600)}}).to_string())
+        .await;
+    renewed.expect("auth_success").await;
+    // Issued after the first, so it expires no earlier: not renewed, closed with 4002.
+    let (mut lapsing, _) = Agent::register(&app, &short("lapses", 1), "lapses", None, None).await;
+    assert_eq!(lapsing.closed().await, (4002, "token_expired".to_string()));
+    // The renewed session outlived its first token.
+    renewed.send("ping", json!({})).await;
+    renewed.expect("pong").await;
+}
+
 both_modes!(
     a_batch_is_stored_once_and_acknowledged_again_when_resent,
     bad_frames_get_their_error_or_close_code,
@@ -346,4 +370,5 @@ both_modes!(
     authentication_and_roles,
     a_silent_agent_is_pinged_then_closed_with_4004,
     status_frames_are_stored_and_announced,
+    an_expired_token_closes_with_4002_unless_renewed,
 );
