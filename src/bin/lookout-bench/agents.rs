@@ -111,7 +111,7 @@ async fn one_agent(
         let metrics: Vec<Value> = (0..samples)
             .map(|i| {
                 json!({"name": "bench_agent_value", "value": i, "timestamp": now_ms,
-                            "labels": {"series": i.to_string()}})
+                            "labels": {"agent": agent_id, "series": i.to_string()}})
             })
             .collect();
         let frame = send(
