@@ -16,7 +16,7 @@ use super::repo::{self, Connect, Registration};
 use crate::api::error::ApiError;
 use crate::app::AppState;
 use crate::auth::{AuthError, Identity, Role, bearer_token};
-use crate::ingest::{IngestError, Rejection, SampleIn};
+use crate::ingest::{IngestError, MetricBatch, Rejection, decode_metrics, ingest_decoded};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -184,29 +184,6 @@ struct RegistrationData {
 }
 
 #[derive(Debug, Deserialize)]
-struct MetricsData {
-    batch_id: String,
-    metrics: Vec<Value>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MetricIn {
-    name: String,
-    value: f64,
-    #[serde(default)]
-    labels: BTreeMap<String, String>,
-    timestamp: Option<TimestampIn>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-enum TimestampIn {
-    Millis(i64),
-    Text(String),
-}
-
-#[derive(Debug, Deserialize)]
 struct StatusData {
     status: String,
     #[serde(default)]
@@ -217,7 +194,7 @@ struct StatusData {
 struct Ack<'a> {
     batch_id: &'a str,
     accepted: usize,
-    rejected: Vec<Rejection>,
+    rejected: &'a [Rejection],
 }
 
 /// Why the read loop ended.
@@ -268,6 +245,7 @@ impl Session {
                 Some(identity) => identity,
                 None => {
                     finish_writer(writer, &pre).await;
+                    drain(&mut stream).await;
                     return;
                 }
             },
@@ -304,6 +282,7 @@ impl Session {
                 )));
                 let _ = outbox.try_send(Outgoing::Close(1013, "try_again_later"));
                 finish_writer(writer, &pre).await;
+                drain(&mut stream).await;
                 return;
             }
         };
@@ -363,6 +342,7 @@ impl Session {
             }
         }
         tracing::info!(tenant = %control.tenant, agent = %control.agent_id, session = %session_id, "agent disconnected");
+        drain(&mut stream).await;
     }
 
     async fn read_loop(
@@ -555,8 +535,10 @@ impl Session {
     }
 
     async fn on_metrics(&mut self, data: Value) -> Option<End> {
-        let data: MetricsData = match serde_json::from_value(data) {
-            Ok(data) => data,
+        // The same shape as `POST /api/v1/metrics`, decoded by ingest's own reader so
+        // both ways in reject a bad sample with the same words.
+        let batch: MetricBatch = match serde_json::from_value(data) {
+            Ok(batch) => batch,
             Err(e) => {
                 return self.bad_request(
                     &format!("a metrics frame's data is {{batch_id, metrics:[…]}}: {e}"),
@@ -564,55 +546,42 @@ impl Session {
                 );
             }
         };
-        let batch_id = data.batch_id.as_str();
-        let max = self.state.ingest.limits().max_batch;
-        if data.metrics.len() > max {
-            return self.bad_request(
-                &format!(
-                    "a batch holds at most {max} samples, this one has {}",
-                    data.metrics.len()
-                ),
-                Some(batch_id),
-            );
-        }
-        // Samples that do not even parse are rejected here, with their index; the
-        // others go to ingest, whose rejections are mapped back to the frame's indices.
-        let mut rejected = Vec::new();
-        let mut samples = Vec::with_capacity(data.metrics.len());
-        let mut positions = Vec::with_capacity(data.metrics.len());
-        for (index, item) in data.metrics.into_iter().enumerate() {
-            match parse_sample(item) {
-                Ok(sample) => {
-                    samples.push(sample);
-                    positions.push(index);
-                }
-                Err(reason) => rejected.push(Rejection { index, reason }),
-            }
-        }
-        let now = Utc::now();
-        let outcome = self
-            .state
-            .ingest
-            .write(&self.control.tenant, Some(batch_id), samples, now)
-            .await;
+        // The ack names the batch, and only a named batch can be resent safely.
+        let Some(batch_id) = batch.batch_id.as_deref() else {
+            return self.bad_request("a metrics frame needs a batch_id", None);
+        };
+        let (samples, undecodable) = decode_metrics(&batch.metrics);
+        // Stored (one transaction, batch id recorded in it) before the ack goes out;
+        // `metrics:update` is published by ingest.
+        let outcome = ingest_decoded(
+            &self.state,
+            &self.control.tenant,
+            Some(batch_id),
+            samples,
+            undecodable,
+        )
+        .await;
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(IngestError::Store(e)) => return self.internal(&e, Some(batch_id)),
-            Err(e) => return self.bad_request(&e.to_string(), Some(batch_id)),
+            // HTTP answers this 429: over a quota, not malformed; resending later may work.
+            Err(e @ IngestError::SeriesLimit { .. }) => {
+                self.control
+                    .send(error_frame("rate_limited", &e.to_string(), Some(batch_id)));
+                return None;
+            }
+            Err(e @ (IngestError::BatchTooLarge { .. } | IngestError::BadBatchId)) => {
+                return self.bad_request(&e.to_string(), Some(batch_id));
+            }
         };
-        rejected.extend(outcome.rejected.iter().map(|r| Rejection {
-            index: positions.get(r.index).copied().unwrap_or(r.index),
-            reason: r.reason.clone(),
-        }));
-        rejected.sort_by_key(|r| r.index);
         if !outcome.duplicate
             && let Err(e) = repo::record_batch(
                 &self.state.store,
                 &self.control.tenant,
                 &self.agent_id,
                 outcome.accepted,
-                rejected.len(),
-                now,
+                outcome.rejected.len(),
+                Utc::now(),
             )
             .await
         {
@@ -624,7 +593,7 @@ impl Session {
             &Ack {
                 batch_id,
                 accepted: outcome.accepted,
-                rejected,
+                rejected: &outcome.rejected,
             },
         ));
         None
@@ -735,27 +704,6 @@ fn read_error(error: axum::Error) -> End {
     }
 }
 
-/// One sample of a `metrics` frame, or why it cannot be read.
-fn parse_sample(item: Value) -> Result<SampleIn, String> {
-    let metric: MetricIn =
-        serde_json::from_value(item).map_err(|e| format!("invalid sample: {e}"))?;
-    let timestamp_ms = match metric.timestamp {
-        None => None,
-        Some(TimestampIn::Millis(ms)) => Some(ms),
-        Some(TimestampIn::Text(text)) => Some(
-            DateTime::parse_from_rfc3339(&text)
-                .map_err(|e| format!("timestamp is not RFC 3339: {e}"))?
-                .timestamp_millis(),
-        ),
-    };
-    Ok(SampleIn {
-        name: metric.name,
-        labels: metric.labels,
-        value: metric.value,
-        timestamp_ms,
-    })
-}
-
 /// Waits for the first frame `{"type":"auth","data":{"token":…}}`; on failure sends
 /// `auth_error` and closes with 4001 (4003 for a role that may not connect).
 async fn authenticate(
@@ -861,6 +809,20 @@ async fn write_loop(
         }
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), sink.close()).await;
+}
+
+/// After our close frame, reads (and drops) what the peer still sends until its close
+/// or a short deadline. Dropping a socket with unread data makes TCP reset it, and a
+/// reset can destroy the close frame before the peer reads it.
+async fn drain(stream: &mut futures_util::stream::SplitStream<WebSocket>) {
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 /// Lets the writer send what is queued (bounded), then stops it.

@@ -12,8 +12,6 @@ use crate::api::error::{ApiError, Problem};
 use crate::api::paging::{Page, PageParams, encode_cursor};
 use crate::app::AppState;
 use crate::auth::Viewer;
-use crate::sql;
-use crate::store::DbTime;
 use axum::Json;
 use axum::extract::{Query, State};
 use chrono::{DateTime, TimeZone, Utc};
@@ -54,14 +52,10 @@ pub struct AgentCounts {
     pub by_health: BTreeMap<String, i64>,
 }
 
-/// Samples stored over the last minute.
+/// How fast the tenant's samples arrive, every way in and every replica together.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IngestRate {
-    pub window_seconds: i64,
-    /// Batches stored in the window (batches sent with a `batch_id`: every agent batch,
-    /// and HTTP batches that name one).
-    pub batches: i64,
-    pub samples: i64,
+    /// Samples stored per second over the last few minutes (see `GET /api/v1/metrics/stats`).
     pub samples_per_second: f64,
 }
 
@@ -79,9 +73,6 @@ pub struct Overview {
     pub ingest: IngestRate,
     pub generated_at: DateTime<Utc>,
 }
-
-/// Window of the ingest rate.
-const RATE_WINDOW: Duration = Duration::from_secs(60);
 
 /// Agents by status, open alerts by severity, queue totals and the ingest rate.
 #[utoipa::path(
@@ -105,7 +96,7 @@ async fn overview(
         agents_repo::summary(&state.store, tenant),
         crate::rules::alert_counts(&state, tenant),
         crate::sources::queue_totals(&state, tenant),
-        ingest_rate(&state, tenant, now),
+        crate::query::ingest_rate(&state, tenant),
     );
     let agents = agents?;
     Ok(Json(Overview {
@@ -117,33 +108,11 @@ async fn overview(
         },
         alerts: alerts?,
         queues: queues?,
-        ingest: ingest?,
+        ingest: IngestRate {
+            samples_per_second: ingest?,
+        },
         generated_at: now,
     }))
-}
-
-async fn ingest_rate(
-    state: &AppState,
-    tenant: &str,
-    now: DateTime<Utc>,
-) -> Result<IngestRate, sqlx::Error> {
-    let since = now - RATE_WINDOW;
-    let mut conn = state.store.read().await?;
-    let (batches, samples): (i64, i64) = sql!(
-        conn.db(),
-        one(i64, i64),
-        "SELECT count(*), CAST(COALESCE(sum(accepted), 0) AS BIGINT)
-         FROM ingest_batches WHERE tenant = $1 AND created_at >= $2",
-        tenant,
-        DbTime(since)
-    )?;
-    let window = RATE_WINDOW.as_secs() as i64;
-    Ok(IngestRate {
-        window_seconds: window,
-        batches,
-        samples,
-        samples_per_second: samples as f64 / window as f64,
-    })
 }
 
 /// Health of every component and dependency.

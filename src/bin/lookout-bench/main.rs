@@ -1,6 +1,7 @@
 //! `lookout-bench`: a load tool that drives real Lookout replicas and reports what it
 //! measured. Each area of Lookout adds its subcommand in its own module.
 
+mod agents;
 mod ingest;
 mod procfs;
 mod realtime;
@@ -28,6 +29,8 @@ enum Command {
     Sources(sources::SourcesArgs),
     /// Samples per second through POST /api/v1/metrics vs a raw COPY of the same rows.
     Ingest(ingest::IngestArgs),
+    /// Acknowledged samples per second through agents' sockets.
+    Agents(agents::AgentsArgs),
     /// Drive the `/ws` gateways: fan-out latency and throughput, or idle memory.
     Realtime {
         #[command(subcommand)]
@@ -52,6 +55,7 @@ fn main() -> ExitCode {
             }
             Command::Sources(args) => sources::run(args).await,
             Command::Ingest(args) => ingest::run(args).await,
+            Command::Agents(args) => agents::run(args).await,
             Command::Realtime { mode } => realtime::run(mode).await,
         }
     });

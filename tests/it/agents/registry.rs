@@ -270,6 +270,28 @@ async fn a_reconnect_to_another_replica_takes_the_agent_over(env: TestEnv) {
     assert_eq!(seen.body["replica"], b.replica_id());
 }
 
+async fn a_stopping_replica_sends_reconnect_and_the_agent_is_disconnected_at_once(env: TestEnv) {
+    // A long TTL: the state must come from the graceful close, not from presence expiry.
+    let a = env.spawn().await;
+    let b = env.spawn().await;
+    let (mut agent, _) = Agent::register(
+        &a,
+        &env.token(Role::Agent, "default", "leaver"),
+        "leaver",
+        None,
+        None,
+    )
+    .await;
+    let stopping = tokio::spawn(a.stop());
+    let reconnect = agent.expect("reconnect").await;
+    assert_eq!(reconnect["data"]["reason"], "shutdown");
+    assert!(reconnect["data"]["after_ms"].as_u64().is_some());
+    assert_eq!(agent.closed().await, (1012, "shutdown".to_string()));
+    stopping.await.expect("replica stopped");
+    let seen = b.get("/api/v1/agents/leaver", &env.admin()).await;
+    assert_eq!(seen.body["status"], "disconnected", "{}", seen.text);
+}
+
 both_modes!(
     the_registry_filters_pages_and_keeps_tenants_apart,
     deleting_a_connected_agent_closes_its_socket,
@@ -279,4 +301,5 @@ cluster_only!(
     config_put_on_replica_b_reaches_the_agent_on_replica_a,
     killing_the_holding_replica_marks_the_agent_disconnected,
     a_reconnect_to_another_replica_takes_the_agent_over,
+    a_stopping_replica_sends_reconnect_and_the_agent_is_disconnected_at_once,
 );

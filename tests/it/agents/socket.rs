@@ -1,7 +1,7 @@
 //! The agent socket: batches stored once, acknowledgements after storage, bad input
 //! answered with its error frame or close code, authentication, liveness.
 
-use super::client::{Agent, Frame, connect_path, try_connect};
+use super::client::{Agent, connect_path, try_connect};
 use crate::both_modes;
 use crate::common::{TestApp, TestEnv};
 use futures_util::SinkExt;
@@ -302,13 +302,11 @@ async fn a_silent_agent_is_pinged_then_closed_with_4004(env: TestEnv) {
         }
     }
     assert!(pings >= 2, "{pings} pings");
-    let agent = app.get("/api/v1/agents/quiet", &env.admin()).await;
     crate::common::eventually(Duration::from_secs(5), "disconnected", || async {
         let agent = app.get("/api/v1/agents/quiet", &env.admin()).await;
         (agent.body["status"] == "disconnected").then_some(())
     })
     .await;
-    let _ = agent;
 }
 
 async fn status_frames_are_stored_and_announced(env: TestEnv) {
@@ -335,7 +333,30 @@ async fn status_frames_are_stored_and_announced(env: TestEnv) {
     assert!(events.contains(&"agent:connected"), "{events:?}");
     assert!(events.contains(&"agent:updated"), "{events:?}");
     assert!(events.contains(&"agent:status"), "{events:?}");
-    let _ = Frame::Closed(None);
+}
+
+async fn an_expired_token_closes_with_4002_unless_renewed(env: TestEnv) {
+    let app = env.spawn().await;
+    let short = |sub: &str, ttl: u64| {
+        crate::common::token_for(
+            &app.config,
+            Role::Agent,
+            "default",
+            sub,
+            Duration::from_secs(ttl),
+        )
+    };
+    let (mut renewed, _) = Agent::register(&app, &short("keeps", 1), "keeps", None, None).await;
+    renewed
+        .send_raw(json!({"type": "auth", "data": {"token": short("keeps", 3600)}}).to_string())
+        .await;
+    renewed.expect("auth_success").await;
+    // Issued after the first, so it expires no earlier: not renewed, closed with 4002.
+    let (mut lapsing, _) = Agent::register(&app, &short("lapses", 1), "lapses", None, None).await;
+    assert_eq!(lapsing.closed().await, (4002, "token_expired".to_string()));
+    // The renewed session outlived its first token.
+    renewed.send("ping", json!({})).await;
+    renewed.expect("pong").await;
 }
 
 both_modes!(
@@ -346,4 +367,5 @@ both_modes!(
     authentication_and_roles,
     a_silent_agent_is_pinged_then_closed_with_4004,
     status_frames_are_stored_and_announced,
+    an_expired_token_closes_with_4002_unless_renewed,
 );
