@@ -36,6 +36,8 @@ pub struct AppInner {
     pub auth: Auth,
     /// The one way in for samples.
     pub ingest: crate::ingest::Ingest,
+    /// The agent sockets this replica holds.
+    pub agents: Arc<crate::agents::hub::Hub>,
     pub metrics: PrometheusHandle,
     /// Cancelled when the process is stopping; every task listens to it.
     pub shutdown: CancellationToken,
@@ -171,6 +173,7 @@ impl App {
             registry,
             auth: Auth::new(keys, revocations, limiter),
             ingest,
+            agents: Arc::default(),
             metrics: telemetry::metrics_handle(),
             shutdown,
             tasks,

@@ -18,7 +18,7 @@ use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -117,32 +117,7 @@ pub struct Hub {
     sessions: Mutex<HashMap<AgentKey, Vec<Arc<SessionControl>>>>,
 }
 
-/// The hubs of the replicas of this process (one, except in tests that run several),
-/// by replica. AppState has no slot for the agents' part, so it lives here; see
-/// [`Hub::of`].
-static HUBS: LazyLock<Mutex<HashMap<String, Arc<Hub>>>> = LazyLock::new(Default::default);
-
-fn hub_key(state: &AppState) -> String {
-    let me = state.registry.me();
-    format!(
-        "{}@{}",
-        me.id,
-        me.started_at.timestamp_nanos_opt().unwrap_or_default()
-    )
-}
-
 impl Hub {
-    /// The hub of the replica `state` belongs to.
-    pub fn of(state: &AppState) -> Arc<Hub> {
-        let mut hubs = HUBS.lock().unwrap_or_else(|p| p.into_inner());
-        hubs.entry(hub_key(state)).or_default().clone()
-    }
-
-    fn forget(state: &AppState) {
-        let mut hubs = HUBS.lock().unwrap_or_else(|p| p.into_inner());
-        hubs.remove(&hub_key(state));
-    }
-
     pub fn add(&self, session: Arc<SessionControl>) {
         let mut sessions = self.sessions.lock().unwrap_or_else(|p| p.into_inner());
         sessions
@@ -261,14 +236,9 @@ pub async fn announce(state: &AppState, event: &str, row: &AgentRow) {
 
 /// Starts the listener of internal signals and the presence loop.
 pub fn start(state: &AppState) {
-    let hub = Hub::of(state);
+    let hub = state.agents.clone();
     state.tasks.spawn(listen(state.clone(), hub.clone()));
     state.tasks.spawn(presence(state.clone(), hub));
-    let forget = state.clone();
-    state.tasks.spawn(async move {
-        forget.shutdown.cancelled().await;
-        Hub::forget(&forget);
-    });
 }
 
 async fn listen(state: AppState, hub: Arc<Hub>) {

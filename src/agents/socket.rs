@@ -10,7 +10,7 @@
 //! JSON, binary, no `type`) close with 4000, oversized ones with 1009, floods with 4008
 //! after a `rate_limit` frame, silence for three ping intervals with 4004.
 
-use super::hub::{self, Hub, Outgoing, SessionControl, Signal};
+use super::hub::{self, Outgoing, SessionControl, Signal};
 use super::model::{validate_capabilities, validate_id, validate_labels, validate_text};
 use super::repo::{self, Connect, Registration};
 use crate::api::error::ApiError;
@@ -286,7 +286,7 @@ impl Session {
                 return;
             }
         };
-        let hub = Hub::of(&state);
+        let hub = state.agents.clone();
         hub.add(control.clone());
         hub::signal(
             &state,
