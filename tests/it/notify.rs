@@ -5,6 +5,7 @@
 //! Transitions are written the way the rule engine writes them: `enqueue_transition`
 //! inside a transaction, committed by the test.
 
+mod bench;
 mod receiver;
 
 use crate::common::{TestApp, TestEnv, eventually};
