@@ -653,6 +653,114 @@ async fn the_test_endpoint_answers_the_outcome(env: TestEnv) {
         .assert_problem(400, "bad_request");
 }
 
+async fn retry_after_is_honoured(env: TestEnv) {
+    let receiver = Receiver::start().await;
+    let app = env.spawn_with(fast).await;
+    let admin = env.admin();
+    webhook_channel(&app, &admin, "hook", &receiver, json!({})).await;
+    // Our own schedule would retry after 100 ms; the receiver asks for 2 s.
+    receiver.fail_next(1, 429, Some("2"));
+    let store = test_store(&app).await;
+    let started = std::time::Instant::now();
+    fire(&store, &["hook"], &NotifyPolicy::default()).await;
+    let got = receiver.wait_for(1, WAIT).await;
+    let waited = got[0].at.duration_since(started);
+    assert!(waited >= Duration::from_millis(1900), "{waited:?}");
+    assert_eq!(receiver.refused(), 1);
+}
+
+/// A replica that claimed a delivery and died: once its claim lapses, another replica
+/// sends the notification.
+async fn a_dead_replicas_claim_is_taken_over(env: TestEnv) {
+    let receiver = Receiver::start().await;
+    let idle = env
+        .spawn_with(|config| {
+            fast(config);
+            config.notify.workers = false;
+        })
+        .await;
+    let admin = env.admin();
+    webhook_channel(&idle, &admin, "hook", &receiver, json!({})).await;
+    let store = test_store(&idle).await;
+    fire(&store, &["hook"], &NotifyPolicy::default()).await;
+    // The "dead" replica's claim, valid for 2 more seconds.
+    let until = lookout::store::DbTime(Utc::now() + chrono::Duration::seconds(2));
+    let mut conn = store.write().await.unwrap();
+    let claimed = lookout::sql!(
+        conn.db(),
+        exec,
+        "UPDATE deliveries SET claimed_by = 'ghost', claim_id = $1, claimed_until = $2",
+        Uuid::now_v7(),
+        until
+    )
+    .unwrap();
+    assert_eq!(claimed, 1);
+    drop(conn);
+    let started = std::time::Instant::now();
+    let _worker = env.spawn_with(fast).await;
+    let got = receiver.wait_for(1, WAIT).await;
+    assert!(got[0].at.duration_since(started) >= Duration::from_millis(1500));
+    let mut conn = store.read().await.unwrap();
+    let (status, attempts): (String, i32) = eventually(WAIT, "the record", || async {
+        let mut conn = store.read().await.ok()?;
+        let row: (String, i32) = lookout::sql!(
+            conn.db(),
+            one(String, i32),
+            "SELECT status, attempts FROM deliveries"
+        )
+        .ok()?;
+        (row.0 == "delivered").then_some(row)
+    })
+    .await;
+    assert_eq!((status.as_str(), attempts), ("delivered", 1));
+    let replicas: Vec<(String,)> = lookout::sql!(
+        conn.db(),
+        all(String,),
+        "SELECT replica FROM delivery_attempts"
+    )
+    .unwrap();
+    assert_eq!(replicas.len(), 1);
+    assert_ne!(replicas[0].0, "ghost");
+}
+
+/// Deliveries for a channel deleted meanwhile are dead-lettered, not retried forever.
+async fn a_deleted_channels_deliveries_are_dead_lettered(env: TestEnv) {
+    let receiver = Receiver::start().await;
+    let idle = env
+        .spawn_with(|config| {
+            fast(config);
+            config.notify.workers = false;
+        })
+        .await;
+    let admin = env.admin();
+    let channel = webhook_channel(&idle, &admin, "hook", &receiver, json!({})).await;
+    let store = test_store(&idle).await;
+    let (_, alert_id) = fire(&store, &["hook"], &NotifyPolicy::default()).await;
+    let id = channel["id"].as_str().unwrap();
+    let response = idle
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/channels/{id}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(response.status, 204);
+    let _worker = env.spawn_with(fast).await;
+    let record = eventually(WAIT, "the dead letter", || async {
+        let list = idle
+            .get(
+                &format!("/api/v1/notifications?alert_id={alert_id}"),
+                &admin,
+            )
+            .await;
+        (list.body["items"][0]["status"] == "failed").then(|| list.body["items"][0].clone())
+    })
+    .await;
+    assert_eq!(record["last_error"], "the channel was deleted");
+    assert!(receiver.accepted().is_empty());
+}
+
 // ---------------------------------------------------------------------------------------
 // Noise control
 
@@ -979,6 +1087,9 @@ both_modes!(
     webhooks_are_signed_and_retried_until_the_receiver_recovers,
     a_permanent_refusal_is_dead_lettered_with_an_event,
     the_test_endpoint_answers_the_outcome,
+    retry_after_is_honoured,
+    a_dead_replicas_claim_is_taken_over,
+    a_deleted_channels_deliveries_are_dead_lettered,
     alerts_of_a_group_go_out_in_one_message,
     a_throttle_caps_alerts_per_rule,
     a_firing_alert_is_repeated_until_it_resolves,
