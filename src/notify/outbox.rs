@@ -263,25 +263,33 @@ async fn throttled(
     Ok(notified >= i64::from(throttle.max_alerts))
 }
 
-/// A resolved alert needs no more repeats or escalations.
+/// A resolved alert needs no more repeats or escalations. One being sent right now is
+/// cancelled too: its worker then records the attempt but schedules no further reminder.
 async fn cancel_pending_followups(
     tx: &mut Tx,
     tenant: &str,
     alert_id: Uuid,
     at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    sql!(
-        tx.db(),
-        exec,
-        "UPDATE deliveries SET status = 'cancelled', last_error = 'the alert resolved',
-                finished_at = $3, updated_at = $3
-         WHERE tenant = $1 AND status = 'pending' AND kind IN ('repeat', 'escalation')
-           AND claimed_by IS NULL
-           AND id IN (SELECT delivery_id FROM outbox WHERE tenant = $1 AND alert_id = $2)",
-        tenant,
-        alert_id,
-        DbTime(at)
-    )?;
+    // Twice, on purpose (PostgreSQL, read committed): a worker recording a reminder it
+    // just sent holds that delivery's row lock while it inserts the next reminder. The
+    // first statement waits for that lock, but its snapshot predates the new reminder;
+    // the second statement's fresh snapshot sees it. (Once this transaction has cancelled
+    // a row, a worker that reaches it later waits for our commit and sees `cancelled`.)
+    // SQLite's single writer serialises the two anyway.
+    for _ in 0..2 {
+        sql!(
+            tx.db(),
+            exec,
+            "UPDATE deliveries SET status = 'cancelled', last_error = 'the alert resolved',
+                    finished_at = $3, updated_at = $3
+             WHERE tenant = $1 AND status = 'pending' AND kind IN ('repeat', 'escalation')
+               AND id IN (SELECT delivery_id FROM outbox WHERE tenant = $1 AND alert_id = $2)",
+            tenant,
+            alert_id,
+            DbTime(at)
+        )?;
+    }
     Ok(())
 }
 

@@ -25,6 +25,7 @@ use super::message::{AlertSummary, Notification, NotificationKind};
 use super::retry::{Outcome, RetryPolicy};
 use super::send::Sender;
 use crate::app::AppState;
+use crate::bus::BusMessage;
 use crate::rules::gate::{self, Gate};
 use crate::series::Labels;
 use crate::sql;
@@ -33,6 +34,7 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use sqlx::types::Json;
 use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -276,7 +278,7 @@ impl Worker {
                 ("failed", *status, Some(reason.clone()), None)
             }
         };
-        let status = match (attempt_outcome, next) {
+        let mut status = match (attempt_outcome, next) {
             ("delivered", _) => "delivered",
             (_, Some(_)) => "pending",
             _ => "failed",
@@ -285,7 +287,29 @@ impl Worker {
             now + chrono::Duration::from_std(wait).unwrap_or_default()
         });
         let mut tx = self.store.begin().await?;
-        let updated = sql!(
+        // Lock the row (PostgreSQL) and see where it stands now: our claim may have lapsed,
+        // or the alert resolved while we were sending a reminder or escalation.
+        let current: Option<String> = sql!(
+            tx.db(),
+            scalar_opt String,
+            "UPDATE deliveries SET updated_at = $3 WHERE id = $1 AND claim_id = $2 RETURNING status",
+            delivery.id,
+            delivery.claim_id,
+            DbTime(now)
+        )?;
+        match current.as_deref() {
+            None => {
+                // Another replica took the delivery over: its record wins. (The receiver
+                // may get this notification twice, with one id.)
+                tracing::warn!(delivery_id = %delivery.id, "claim lapsed before the outcome was recorded");
+                return Ok(());
+            }
+            // Cancelled in flight: it stays cancelled (no retry, no next reminder); the
+            // attempt is still recorded.
+            Some("cancelled") => status = "cancelled",
+            Some(_) => {}
+        }
+        sql!(
             tx.db(),
             exec,
             "UPDATE deliveries SET status = $3, attempts = $4, due_at = $5, last_error = $6,
@@ -297,17 +321,13 @@ impl Worker {
             status,
             attempt,
             DbTime(due_at),
-            error.as_deref(),
+            error
+                .as_deref()
+                .or((status == "cancelled").then_some("the alert resolved")),
             status_code.map(i32::from),
             DbTime(now),
             (status != "pending").then_some(DbTime(now))
         )?;
-        if updated == 0 {
-            // Our claim lapsed and another replica took the delivery over: its record
-            // wins. (The receiver may get this notification twice, with one id.)
-            tracing::warn!(delivery_id = %delivery.id, "claim lapsed before the outcome was recorded");
-            return Ok(());
-        }
         sql!(
             tx.db(),
             exec,
@@ -343,6 +363,7 @@ impl Worker {
                 metrics::histogram!("lookout_notification_delivery_seconds", "channel_type" => channel_type)
                     .record(latency.as_secs_f64());
             }
+            "cancelled" => {}
             "pending" => {
                 metrics::counter!("lookout_notifications_failed_total", "channel_type" => channel_type)
                     .increment(1);
@@ -435,6 +456,11 @@ impl Worker {
     }
 }
 
+/// `alerts` or `alerts:…`: where the rule engine announces transitions.
+fn is_alert_topic(topic: &str) -> bool {
+    topic == "alerts" || topic.starts_with("alerts:")
+}
+
 /// The bus topic of notification events.
 pub const NOTIFICATIONS_TOPIC: &str = "notifications";
 
@@ -492,11 +518,15 @@ fn common_labels<'a>(mut all: impl Iterator<Item = &'a Labels>) -> Labels {
 }
 
 /// Runs the worker loop until shutdown. A full batch is followed at once by the next;
-/// otherwise the worker waits `poll_interval`. On shutdown the batch in hand is
-/// finished (claimed notifications are sent), then the loop ends.
+/// otherwise the worker waits `poll_interval`, or less: the rule engine publishes
+/// `alert:*` on the bus right after a transition commits, and any event on an `alerts`
+/// topic (from any replica) wakes the worker at once. The poll still bounds the delay
+/// when the bus drops an event, and covers retries and delayed deliveries. On shutdown
+/// the batch in hand is finished (claimed notifications are sent), then the loop ends.
 pub async fn run(state: AppState) {
     let worker = Worker::from_state(&state);
     let poll = state.config.notify.poll_interval;
+    let mut bus = state.bus.receiver();
     loop {
         if state.shutdown.is_cancelled() {
             return;
@@ -509,9 +539,23 @@ pub async fn run(state: AppState) {
             }
         };
         if claimed < worker.batch_size as usize {
-            tokio::select! {
-                _ = state.shutdown.cancelled() => return,
-                _ = tokio::time::sleep(poll) => {}
+            let sleep = tokio::time::sleep(poll);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    _ = state.shutdown.cancelled() => return,
+                    _ = &mut sleep => break,
+                    message = bus.recv() => match message {
+                        Ok(BusMessage::Event(event)) if is_alert_topic(&event.topic) => break,
+                        Ok(_) => {}
+                        Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            // No bus any more: polling alone.
+                            (&mut sleep).await;
+                            break;
+                        }
+                    },
+                }
             }
         }
     }

@@ -723,6 +723,58 @@ async fn a_dead_replicas_claim_is_taken_over(env: TestEnv) {
     assert_ne!(replicas[0].0, "ghost");
 }
 
+/// The rule engine announces a transition on the `alerts` topic after its commit: that
+/// wakes the workers at once, however long their poll interval.
+async fn an_alert_event_wakes_the_workers(env: TestEnv) {
+    let receiver = Receiver::start().await;
+    let app = env
+        .spawn_with(|config| {
+            fast(config);
+            config.notify.poll_interval = Duration::from_secs(30);
+        })
+        .await;
+    let admin = env.admin();
+    webhook_channel(&app, &admin, "hook", &receiver, json!({})).await;
+    let store = test_store(&app).await;
+    // Let the worker's first (empty) claim pass so that it is asleep.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    fire(&store, &["hook"], &NotifyPolicy::default()).await;
+    app.state
+        .bus
+        .publish_json("default", "alerts", "alert:triggered", &json!({"id": "x"}))
+        .await
+        .unwrap();
+    let got = receiver.wait_for(1, Duration::from_secs(10)).await;
+    let waited = got[0].at.duration_since(started);
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+}
+
+/// A disabled channel's deliveries are recorded as suppressed, with the reason.
+async fn a_disabled_channel_suppresses(env: TestEnv) {
+    let receiver = Receiver::start().await;
+    let app = env.spawn_with(fast).await;
+    let admin = env.admin();
+    create_channel(
+        &app,
+        &admin,
+        json!({"name": "off", "type": "webhook", "enabled": false,
+        "settings": {"url": receiver.url("/")}}),
+    )
+    .await;
+    let store = test_store(&app).await;
+    let (_, alert_id) = fire(&store, &["off"], &NotifyPolicy::default()).await;
+    let timeline = eventually(WAIT, "the suppression", || async {
+        let events = lookout::notify::events_for_alert(&store, "default", alert_id)
+            .await
+            .ok()?;
+        (events.first()?.kind == "notification_suppressed").then_some(events)
+    })
+    .await;
+    assert_eq!(timeline[0].detail["reason"], "the channel is disabled");
+    assert!(receiver.accepted().is_empty());
+}
+
 /// Deliveries for a channel deleted meanwhile are dead-lettered, not retried forever.
 async fn a_deleted_channels_deliveries_are_dead_lettered(env: TestEnv) {
     let receiver = Receiver::start().await;
@@ -1090,6 +1142,8 @@ both_modes!(
     retry_after_is_honoured,
     a_dead_replicas_claim_is_taken_over,
     a_deleted_channels_deliveries_are_dead_lettered,
+    an_alert_event_wakes_the_workers,
+    a_disabled_channel_suppresses,
     alerts_of_a_group_go_out_in_one_message,
     a_throttle_caps_alerts_per_rule,
     a_firing_alert_is_repeated_until_it_resolves,
