@@ -43,6 +43,7 @@ pub async fn run_once(state: &AppState) -> anyhow::Result<()> {
     )?;
     drop(conn);
     let revocations = state.auth.revocations().purge_expired().await?;
+    crate::ingest::retention::run(state, chrono::Utc::now()).await?;
     if keys + revocations > 0 {
         tracing::debug!(
             idempotency_keys = keys,

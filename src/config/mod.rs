@@ -12,11 +12,13 @@ pub(crate) mod duration;
 mod secret;
 
 // One file per part for the parts' own settings, so each part changes only its file.
+mod agents;
 mod metrics;
 mod notify;
 mod rules;
 mod sources;
 
+pub use self::agents::AgentsConfig;
 pub use self::metrics::MetricsConfig;
 pub use self::notify::NotifyConfig;
 pub use self::rules::RulesConfig;
@@ -73,6 +75,7 @@ pub struct Config {
     pub slack: SlackConfig,
     pub webhook: WebhookConfig,
     pub metrics: MetricsConfig,
+    pub agents: AgentsConfig,
     pub sources: SourcesConfig,
     pub rules: RulesConfig,
     pub notify: NotifyConfig,
@@ -263,6 +266,13 @@ pub struct RealtimeConfig {
     pub max_connections_per_replica: u32,
     /// Size of each socket's read buffer. Small buffers keep idle connections cheap.
     pub read_buffer_bytes: usize,
+    /// Bytes of outgoing frames gathered before a write to the socket (a flush after each
+    /// batch writes the rest), so that a burst of events costs few system calls.
+    pub write_buffer_bytes: usize,
+    /// At shutdown, clients are told to come back after a random delay up to this, so
+    /// that they do not all reconnect to the other replicas at once.
+    #[serde(with = "duration::human_or_millis")]
+    pub reconnect_spread: Duration,
 }
 
 impl Default for RealtimeConfig {
@@ -278,6 +288,8 @@ impl Default for RealtimeConfig {
             max_connections_per_tenant: 20_000,
             max_connections_per_replica: 50_000,
             read_buffer_bytes: 2048,
+            write_buffer_bytes: 8 * 1024,
+            reconnect_spread: Duration::from_secs(5),
         }
     }
 }
@@ -614,6 +626,11 @@ impl Config {
             problems
                 .push("LOOKOUT_REALTIME__READ_BUFFER_BYTES must be between 256 and 1 MiB".into());
         }
+        if !(1024..=1 << 20).contains(&rt.write_buffer_bytes) {
+            problems.push(
+                "LOOKOUT_REALTIME__WRITE_BUFFER_BYTES must be between 1 KiB and 1 MiB".into(),
+            );
+        }
         if self.bus.history_len == 0 {
             problems.push("LOOKOUT_BUS__HISTORY_LEN must be positive".into());
         }
@@ -665,6 +682,7 @@ impl Config {
             problems.push("ALERT_FROM_EMAIL is required when SMTP_HOST is set".into());
         }
         self.metrics.validate(&mut problems);
+        self.agents.validate(&mut problems);
         self.sources.validate(&mut problems);
         self.rules.validate(&mut problems);
         self.notify.validate(&mut problems);

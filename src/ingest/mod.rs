@@ -7,7 +7,13 @@
 //! recorded in the same transaction: a resent batch is answered with the first
 //! outcome and stored once.
 
+mod announce;
 pub mod api;
+pub mod retention;
+mod wire;
+
+pub use announce::{BatchSummary, LatestSample, ingest_and_announce, ingest_decoded};
+pub use wire::{MetricBatch, MetricIn, decode_metrics};
 
 use crate::series::{self, Labels};
 use crate::sql;
@@ -56,6 +62,11 @@ pub enum IngestError {
     BatchTooLarge { max: usize, got: usize },
     #[error("batch_id must be 1-128 characters")]
     BadBatchId,
+    /// Storing the batch would take the tenant past its limit of active series.
+    #[error(
+        "this batch would create {new} new series; the tenant has {active} active series and may have at most {limit}"
+    )]
+    SeriesLimit { limit: usize, active: i64, new: i64 },
     #[error(transparent)]
     Store(#[from] sqlx::Error),
 }
@@ -68,14 +79,26 @@ pub struct Limits {
     pub retention: Duration,
     /// Samples further in the future than this are refused.
     pub max_future: Duration,
+    /// Active series a tenant may have; 0: no limit.
+    pub max_active_series: usize,
+    /// A series written within this window is active.
+    pub active_window: Duration,
 }
 
 impl Default for Limits {
     fn default() -> Self {
+        Limits::from(&crate::config::MetricsConfig::default())
+    }
+}
+
+impl From<&crate::config::MetricsConfig> for Limits {
+    fn from(config: &crate::config::MetricsConfig) -> Self {
         Limits {
             max_batch: 10_000,
-            retention: Duration::from_secs(30 * 24 * 3600),
+            retention: config.retention,
             max_future: Duration::from_secs(600),
+            max_active_series: config.max_active_series,
+            active_window: config.active_series_window,
         }
     }
 }
@@ -127,7 +150,8 @@ impl Ingest {
         &self.partitions
     }
 
-    /// Validates and stores a batch for `tenant`.
+    /// Validates and stores a batch for `tenant` with this instance's limits. Prefer
+    /// [`ingest_and_announce`], which also tells live dashboards.
     pub async fn write(
         &self,
         tenant: &str,
@@ -135,10 +159,30 @@ impl Ingest {
         samples: Vec<SampleIn>,
         now: DateTime<Utc>,
     ) -> Result<IngestOutcome, IngestError> {
-        if samples.len() > self.limits.max_batch {
+        let limits = self.limits.clone();
+        self.write_with(&limits, tenant, batch_id, samples, Vec::new(), now)
+            .await
+            .map(|(outcome, _)| outcome)
+    }
+
+    /// Validates and stores a batch under `limits`; also returns what the live summary
+    /// needs (nothing for a duplicate batch). `undecodable` are the samples of the
+    /// batch that could not even be read (their index is their place in the whole
+    /// batch); `samples` are the others, in order.
+    pub(crate) async fn write_with(
+        &self,
+        limits: &Limits,
+        tenant: &str,
+        batch_id: Option<&str>,
+        samples: Vec<SampleIn>,
+        undecodable: Vec<Rejection>,
+        now: DateTime<Utc>,
+    ) -> Result<(IngestOutcome, Option<BatchSummary>), IngestError> {
+        let total = samples.len() + undecodable.len();
+        if total > limits.max_batch {
             return Err(IngestError::BatchTooLarge {
-                max: self.limits.max_batch,
-                got: samples.len(),
+                max: limits.max_batch,
+                got: total,
             });
         }
         if let Some(id) = batch_id
@@ -147,7 +191,10 @@ impl Ingest {
             return Err(IngestError::BadBatchId);
         }
         let now_ms = now.timestamp_millis();
-        let (valid, rejected) = self.validate(now_ms, samples);
+        let (valid, mut rejected) = validate(limits, now_ms, samples);
+        if !undecodable.is_empty() {
+            rejected = merge_rejections(undecodable, rejected);
+        }
 
         let mut tx = self.store.begin().await?;
         if let Some(id) = batch_id {
@@ -170,16 +217,19 @@ impl Ingest {
                     tenant,
                     id
                 )?;
-                return Ok(IngestOutcome {
+                let outcome = IngestOutcome {
                     batch_id: Some(id.to_string()),
                     accepted: accepted.max(0) as usize,
                     rejected: rejected.0,
                     duplicate: true,
-                });
+                };
+                return Ok((outcome, None));
             }
         }
 
-        let ids = self.series_ids_for(&mut tx, tenant, &valid, now).await?;
+        let ids = self
+            .series_ids_for(&mut tx, limits, tenant, &valid, now)
+            .await?;
         let rows: Vec<SampleRow> = valid
             .iter()
             .filter_map(|v| {
@@ -193,65 +243,100 @@ impl Ingest {
         self.partitions
             .ensure(&mut tx, rows.iter().map(|r| sample_store::day_of(r.ts_ms)))
             .await?;
-        sample_store::insert_samples(&mut tx, &rows).await?;
+        let inserted = sample_store::insert_samples(&mut tx, &rows).await?;
+        if !rows.is_empty() {
+            sample_store::record_ingest(&mut tx, tenant, now, inserted).await?;
+        }
         tx.commit().await?;
-        Ok(IngestOutcome {
+        let summary = BatchSummary::of(batch_id, valid.len(), rejected.len(), ids.len(), now, {
+            valid
+                .into_iter()
+                .map(|v| (v.fingerprint, v.name, v.labels, v.ts_ms, v.value))
+        });
+        let outcome = IngestOutcome {
             batch_id: batch_id.map(str::to_string),
-            accepted: valid.len(),
+            accepted: summary.accepted,
             rejected,
             duplicate: false,
-        })
+        };
+        Ok((outcome, Some(summary)))
     }
+}
 
-    /// Splits a batch into valid samples and rejections.
-    fn validate(&self, now_ms: i64, samples: Vec<SampleIn>) -> (Vec<Valid>, Vec<Rejection>) {
-        let oldest = now_ms - self.limits.retention.as_millis() as i64;
-        let newest = now_ms + self.limits.max_future.as_millis() as i64;
-        let mut valid = Vec::with_capacity(samples.len());
-        let mut rejected = Vec::new();
-        for (index, sample) in samples.into_iter().enumerate() {
-            let ts_ms = sample.timestamp_ms.unwrap_or(now_ms);
-            let problem = series::validate_metric_name(&sample.name)
-                .and_then(|()| series::validate_labels(&sample.labels))
-                .and_then(|()| {
-                    if sample.value.is_finite() {
-                        Ok(())
-                    } else {
-                        Err(format!("value {} is not a finite number", sample.value))
-                    }
-                })
-                .and_then(|()| {
-                    if ts_ms < oldest {
-                        Err("timestamp is older than the retention period".to_string())
-                    } else if ts_ms > newest {
-                        Err("timestamp is more than 10 minutes in the future".to_string())
-                    } else {
-                        Ok(())
-                    }
-                });
-            match problem {
-                Ok(()) => valid.push(Valid {
-                    fingerprint: series::fingerprint(&sample.name, &sample.labels),
-                    name: sample.name,
-                    labels: sample.labels,
-                    ts_ms,
-                    value: sample.value,
-                }),
-                Err(reason) => rejected.push(Rejection { index, reason }),
+/// Merges the rejections of samples that could not be decoded (indexed in the whole
+/// batch) with those of validation (indexed among the decoded samples only).
+fn merge_rejections(undecodable: Vec<Rejection>, validated: Vec<Rejection>) -> Vec<Rejection> {
+    let mut skipped: Vec<usize> = undecodable.iter().map(|r| r.index).collect();
+    skipped.sort_unstable();
+    let mut all = undecodable;
+    all.extend(validated.into_iter().map(|mut r| {
+        // The n-th decoded sample sits at n plus the undecodable ones before it.
+        let mut index = r.index;
+        for &s in &skipped {
+            if s <= index {
+                index += 1;
+            } else {
+                break;
             }
         }
-        (valid, rejected)
-    }
+        r.index = index;
+        r
+    }));
+    all.sort_by_key(|r| r.index);
+    all
+}
 
+/// Splits a batch into valid samples and rejections.
+fn validate(limits: &Limits, now_ms: i64, samples: Vec<SampleIn>) -> (Vec<Valid>, Vec<Rejection>) {
+    let oldest = now_ms - limits.retention.as_millis() as i64;
+    let newest = now_ms + limits.max_future.as_millis() as i64;
+    let mut valid = Vec::with_capacity(samples.len());
+    let mut rejected = Vec::new();
+    for (index, sample) in samples.into_iter().enumerate() {
+        let ts_ms = sample.timestamp_ms.unwrap_or(now_ms);
+        let problem = series::validate_metric_name(&sample.name)
+            .and_then(|()| series::validate_labels(&sample.labels))
+            .and_then(|()| {
+                if sample.value.is_finite() {
+                    Ok(())
+                } else {
+                    Err(format!("value {} is not a finite number", sample.value))
+                }
+            })
+            .and_then(|()| {
+                if ts_ms < oldest {
+                    Err("timestamp is older than the retention period".to_string())
+                } else if ts_ms > newest {
+                    Err("timestamp is more than 10 minutes in the future".to_string())
+                } else {
+                    Ok(())
+                }
+            });
+        match problem {
+            Ok(()) => valid.push(Valid {
+                fingerprint: series::fingerprint(&sample.name, &sample.labels),
+                name: sample.name,
+                labels: sample.labels,
+                ts_ms,
+                value: sample.value,
+            }),
+            Err(reason) => rejected.push(Rejection { index, reason }),
+        }
+    }
+    (valid, rejected)
+}
+
+impl Ingest {
     /// Series ids for every distinct series of the batch: from the cache when known and
     /// touched recently, else created or touched in one statement.
     async fn series_ids_for(
         &self,
         tx: &mut crate::store::Tx,
+        limits: &Limits,
         tenant: &str,
         valid: &[Valid],
         now: DateTime<Utc>,
-    ) -> Result<HashMap<i64, i64>, sqlx::Error> {
+    ) -> Result<HashMap<i64, i64>, IngestError> {
         let now_ms = now.timestamp_millis();
         let mut ids = HashMap::new();
         let mut to_upsert: Vec<SeriesKey<'_>> = Vec::new();
@@ -277,6 +362,7 @@ impl Ingest {
         if to_upsert.is_empty() {
             return Ok(ids);
         }
+        check_series_limit(tx, limits, tenant, &to_upsert, now).await?;
         let fresh = sample_store::upsert_series(tx, tenant, &to_upsert, now).await?;
         let mut cache = self.series_ids.lock().unwrap_or_else(|p| p.into_inner());
         if cache.len() + fresh.len() > MAX_CACHED_SERIES {
@@ -294,4 +380,38 @@ impl Ingest {
         ids.extend(fresh);
         Ok(ids)
     }
+}
+
+/// Refuses a batch whose series not active yet would take the tenant past its limit.
+/// Only series missing from the cache get here, so a steady stream of known series
+/// costs nothing. Replicas count without a lock between them: the limit can be
+/// overshot by what concurrent batches create at the same instant, which is fine for
+/// a guard against runaway cardinality.
+async fn check_series_limit(
+    tx: &mut crate::store::Tx,
+    limits: &Limits,
+    tenant: &str,
+    candidates: &[SeriesKey<'_>],
+    now: DateTime<Utc>,
+) -> Result<(), IngestError> {
+    if limits.max_active_series == 0 {
+        return Ok(());
+    }
+    let since = now
+        - chrono::Duration::from_std(limits.active_window).unwrap_or(chrono::Duration::hours(1));
+    let fingerprints: Vec<i64> = candidates.iter().map(|c| c.fingerprint).collect();
+    let already = sample_store::count_active_among(tx, tenant, &fingerprints, since).await?;
+    let new = fingerprints.len() as i64 - already;
+    if new <= 0 {
+        return Ok(());
+    }
+    let active = sample_store::count_active(tx.db(), tenant, since).await?;
+    if active + new > limits.max_active_series as i64 {
+        return Err(IngestError::SeriesLimit {
+            limit: limits.max_active_series,
+            active,
+            new,
+        });
+    }
+    Ok(())
 }

@@ -1,1 +1,7 @@
-//! Tests of the agents part (see the issue for what they must show).
+//! Tests of the agents part: the agent socket, the registry and presence across
+//! replicas, configuration pushes, and the dashboard data.
+
+mod client;
+mod dashboard;
+mod registry;
+mod socket;

@@ -11,7 +11,7 @@
 //! Increases are never negative. Non-finite values are treated as absent.
 
 use super::snapshot::Totals;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 
 /// Remembers the counters of the previous poll.
@@ -86,7 +86,7 @@ impl CounterTracker {
 
 /// Messages per second over the last poll interval, from the node totals. `None` where there
 /// is no rate yet (first poll) or the total is not reported.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Throughput {
     pub delivered_per_s: Option<f64>,
     pub bounced_per_s: Option<f64>,

@@ -16,7 +16,7 @@ use super::admin::{AdminBounce, ReadyQueueStates, ReadySuspension, SchedSuspensi
 use super::queue_name::{QueueName, ReadyQueueName, ServiceLabel};
 use crate::sources::prometheus_text::Exposition;
 use chrono::{DateTime, SecondsFormat, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -30,7 +30,7 @@ const SCHEDULED_COUNT: &str = "scheduled_count";
 const SCHEDULED_COUNT_TOTAL: &str = "scheduled_count_total";
 
 /// The state of a KumoMTA node after one poll. What `GET /api/v1/queues` returns.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct KumoSnapshot {
     /// Scheduled queues first, then ready queues, each sorted by name.
     pub queues: Vec<QueueState>,
@@ -47,7 +47,19 @@ impl KumoSnapshot {
 }
 
 /// The two kinds of kumod queues.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum QueueKind {
     /// Per campaign, tenant and destination domain; messages wait here until due.
@@ -66,7 +78,7 @@ impl QueueKind {
 }
 
 /// One scheduled or ready queue. Fields that do not apply to the queue's kind are null.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueState {
     /// kumod's name: `campaign:tenant@domain!routing_domain` (scheduled) or
     /// `source->site@protocol` (ready).
@@ -104,7 +116,7 @@ pub struct QueueState {
 
 /// Why and until when a queue is suspended. Only stable fields are kept (not the remaining
 /// duration), so that an unchanged suspension does not make the queue look changed.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SuspensionInfo {
     pub id: String,
     pub reason: String,
@@ -112,14 +124,14 @@ pub struct SuspensionInfo {
 }
 
 /// Why a queue's messages are being bounced.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BounceInfo {
     pub id: String,
     pub reason: String,
 }
 
 /// A flag from `ready-q-states`, e.g. `connection_limited`.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ThrottleFlag {
     pub name: String,
     pub context: String,
@@ -128,7 +140,7 @@ pub struct ThrottleFlag {
 
 /// Node-wide counters and gauges, from kumod's aggregate series only. Absent when kumod did
 /// not report the series (it registers some only once they first count something).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Totals {
     /// `total_messages_delivered` (counter).
     pub delivered: Option<f64>,
@@ -408,7 +420,7 @@ pub fn build_snapshot(
 }
 
 /// How a queue changed between two polls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ChangeKind {
     Added,
@@ -418,7 +430,7 @@ pub enum ChangeKind {
 }
 
 /// A queue that needs a `queue:update` event.
-#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QueueChange {
     pub change: ChangeKind,
     /// The new state; for a pruned queue, its last state emptied (see [`QueueState::pruned`]).
