@@ -3,8 +3,8 @@
 
 mod ingest;
 mod procfs;
-mod sources;
 mod realtime;
+mod sources;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

@@ -44,6 +44,7 @@ async fn write(
             &[("queue", "gmail.com")],
         );
         let mut tx = store.begin().await.unwrap();
+        super::write_alert_row(&mut tx, "default", &summary).await;
         enqueue_transition(
             &mut tx,
             &Transition {
@@ -101,7 +102,11 @@ async fn three_replicas_to_a_webhook() {
         .unwrap_or(3000);
     let env = TestEnv::new(Backend::Cluster).await;
     let receiver = Receiver::start().await;
-    let apps = [env.spawn().await, env.spawn().await, env.spawn().await];
+    let apps = [
+        env.spawn_with(|c| c.rules.engine_enabled = false).await,
+        env.spawn_with(|c| c.rules.engine_enabled = false).await,
+        env.spawn_with(|c| c.rules.engine_enabled = false).await,
+    ];
     let admin = env.admin();
     webhook_channel(&apps[0], &admin, "hook", &receiver, serde_json::json!({})).await;
     let store = super::test_store(&apps[0]).await;
@@ -147,14 +152,23 @@ async fn three_replicas_drain_a_backlog() {
         .unwrap_or(3000);
     let env = TestEnv::new(Backend::Cluster).await;
     let receiver = Receiver::start().await;
-    let idle = env.spawn_with(|c| c.notify.workers = false).await;
+    let idle = env
+        .spawn_with(|c| {
+            c.notify.workers = false;
+            c.rules.engine_enabled = false;
+        })
+        .await;
     let admin = env.admin();
     webhook_channel(&idle, &admin, "hook", &receiver, serde_json::json!({})).await;
     let store = super::test_store(&idle).await;
     let writers = 8;
     futures_util::future::join_all((0..writers).map(|_| write(&store, count / writers, 0))).await;
     let started = Instant::now();
-    let _apps = [env.spawn().await, env.spawn().await, env.spawn().await];
+    let _apps = [
+        env.spawn_with(|c| c.rules.engine_enabled = false).await,
+        env.spawn_with(|c| c.rules.engine_enabled = false).await,
+        env.spawn_with(|c| c.rules.engine_enabled = false).await,
+    ];
     let got = receiver
         .wait_for(count / writers * writers, Duration::from_secs(300))
         .await;
