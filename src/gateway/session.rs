@@ -65,25 +65,25 @@ pub async fn run(
     let (mut sink, mut stream) = socket.split();
     let (identity, auth_id) = match identity {
         Some(identity) => (identity, None),
-        None => match authenticate_first_frame(&state, &mut sink, &mut stream).await {
+        None => match Box::pin(authenticate_first_frame(&state, &mut sink, &mut stream)).await {
             Ok(found) => found,
-            Err(stop) => return finish(&state, &mut sink, &mut stream, stop).await,
+            Err(stop) => return Box::pin(finish(&state, &mut sink, &mut stream, stop)).await,
         },
     };
     if identity.role == Role::Agent {
         let stop = Stop::Close(4003, "forbidden_role");
-        return finish(&state, &mut sink, &mut stream, stop).await;
+        return Box::pin(finish(&state, &mut sink, &mut stream, stop)).await;
     }
     let Some(_slot) = gateway.take_slot(state.config.realtime.max_connections_per_replica) else {
         let stop = Stop::Close(1013, "overloaded");
-        return finish(&state, &mut sink, &mut stream, stop).await;
+        return Box::pin(finish(&state, &mut sink, &mut stream, stop)).await;
     };
     let connection_id = uuid::Uuid::now_v7().to_string();
-    let _quota = match gateway.quotas.acquire(&identity, &connection_id).await {
+    let _quota = match Box::pin(gateway.quotas.acquire(&identity, &connection_id)).await {
         Ok(guard) => guard,
         Err(_) => {
             let stop = Stop::Close(4006, "quota_exceeded");
-            return finish(&state, &mut sink, &mut stream, stop).await;
+            return Box::pin(finish(&state, &mut sink, &mut stream, stop)).await;
         }
     };
 
@@ -109,13 +109,13 @@ pub async fn run(
     session.expiry = deadline_of(&session.identity);
     m::connection_opened(state.replica_id(), &session.identity.tenant);
     let hello = session.auth_success(auth_id.as_ref());
-    let stop = match session.write(&mut sink, vec![hello]).await {
+    let stop = match Box::pin(session.write(&mut sink, vec![hello])).await {
         Ok(()) => session.serve(&mut sink, &mut stream, receiver).await,
         Err(stop) => stop,
     };
     session.unsubscribe_all();
     m::connection_closed(state.replica_id(), &session.identity.tenant);
-    finish(&state, &mut sink, &mut stream, stop).await;
+    Box::pin(finish(&state, &mut sink, &mut stream, stop)).await;
 }
 
 /// Waits for the first frame, which must be a valid `auth`.
@@ -282,7 +282,10 @@ impl Session {
                     Some(Err(e)) => Some(read_error(&e)),
                     Some(Ok(message)) => {
                         last_heard = Instant::now();
-                        self.on_message(message, &mut out).await
+                        // Boxed: handling a client frame may await the store or Redis,
+                        // whose large futures would otherwise be part of every idle
+                        // connection's task.
+                        Box::pin(self.on_message(message, &mut out)).await
                     }
                 },
                 Some(frame) = receiver.recv() => {
