@@ -36,6 +36,8 @@ pub struct AppInner {
     pub auth: Auth,
     /// The one way in for samples.
     pub ingest: crate::ingest::Ingest,
+    /// The `/ws` sessions of this replica and their fan-out.
+    pub gateway: Arc<crate::gateway::Gateway>,
     /// The agent sockets this replica holds.
     pub agents: Arc<crate::agents::hub::Hub>,
     pub metrics: PrometheusHandle,
@@ -164,6 +166,7 @@ impl App {
         let ingest =
             crate::ingest::Ingest::new(store.clone(), crate::ingest::Limits::from(&config.metrics))
                 .with_bus(bus.clone());
+        let gateway = crate::gateway::Gateway::new(&config, &bus);
         let state = AppState(Arc::new(AppInner {
             mode: mode.name(),
             config,
@@ -174,6 +177,7 @@ impl App {
             auth: Auth::new(keys, revocations, limiter),
             ingest,
             agents: Arc::default(),
+            gateway,
             metrics: telemetry::metrics_handle(),
             shutdown,
             tasks,

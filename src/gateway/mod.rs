@@ -18,9 +18,10 @@ mod topics;
 pub use topics::{ADMIN_TOPIC_PREFIX, required_role};
 
 use crate::api::ApiError;
-use crate::app::{AppInner, AppState};
+use crate::app::AppState;
 use crate::auth::bearer_token;
-use crate::config::Mode;
+use crate::bus::Bus;
+use crate::config::{Config, Mode};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Query, State, WebSocketUpgrade};
 use axum::http::HeaderMap;
@@ -29,9 +30,8 @@ use axum::routing::get;
 use hub::Hub;
 use quota::Quotas;
 use serde::Deserialize;
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, Weak};
 use utoipa_axum::router::OpenApiRouter;
 
 /// Routes outside `/api/v1` (the `/ws` upgrade).
@@ -46,7 +46,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// Starts the gateway's background work (the fan-out hub, quota lease renewal).
 pub fn start(state: &AppState) {
-    let gateway = Gateway::of(state);
+    let gateway = state.gateway.clone();
     state
         .tasks
         .spawn(gateway.hub.clone().run(state.shutdown.clone()));
@@ -63,47 +63,21 @@ pub struct Gateway {
     connections: AtomicU32,
 }
 
-/// Gateways by replica. `AppState` (owned by the app wiring) has no slot for the
-/// gateway, and several replicas may share a process (the tests run three), so each
-/// replica's gateway is found by the address of its state. Weak references: a dropped
-/// replica does not keep its gateway alive.
-fn gateways() -> &'static Mutex<HashMap<usize, Weak<Gateway>>> {
-    static GATEWAYS: OnceLock<Mutex<HashMap<usize, Weak<Gateway>>>> = OnceLock::new();
-    GATEWAYS.get_or_init(Default::default)
-}
-
 impl Gateway {
-    /// This replica's gateway, created on first use.
-    fn of(state: &AppState) -> Arc<Gateway> {
-        let key = &**state as *const AppInner as usize;
-        let mut all = gateways().lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(gateway) = all.get(&key).and_then(Weak::upgrade) {
-            return gateway;
-        }
-        all.retain(|_, gateway| gateway.strong_count() > 0);
-        let config = &state.config;
+    /// The gateway of a replica with `config`, fanning out the events of `bus`.
+    pub fn new(config: &Config, bus: &Bus) -> Arc<Gateway> {
         let quotas = match config.mode() {
             Mode::Cluster { redis_url, .. } => {
                 Quotas::redis(&config.realtime, &redis_url, &config.redis.prefix)
             }
             Mode::Embedded { .. } => Quotas::local(&config.realtime),
         };
-        let gateway = Arc::new(Gateway {
-            hub: Hub::new(state.bus.clone(), config.bus.history_len),
+        Arc::new(Gateway {
+            hub: Hub::new(bus.clone(), config.bus.history_len),
             quotas,
             next_id: AtomicU64::new(1),
             connections: AtomicU32::new(0),
-        });
-        // A task of the replica holds the gateway until shutdown, or until the replica's
-        // runtime is dropped (as a killed test replica's is).
-        let keep = gateway.clone();
-        let shutdown = state.shutdown.clone();
-        state.tasks.spawn(async move {
-            shutdown.cancelled().await;
-            drop(keep);
-        });
-        all.insert(key, Arc::downgrade(&gateway));
-        gateway
+        })
     }
 
     fn next_id(&self) -> u64 {
@@ -160,7 +134,7 @@ async fn upgrade(
     let config = &state.config;
     let max_frame = config.realtime.max_frame_bytes;
     let write_buffer = config.realtime.write_buffer_bytes;
-    let gateway = Gateway::of(&state);
+    let gateway = state.gateway.clone();
     upgrade
         // tungstenite's defaults (128 KiB read buffer, unbounded write buffer, 64 MiB
         // messages) cost ~135 KB per idle connection and let one client make the server
