@@ -69,9 +69,28 @@ pub async fn next_alert_event(sub: &mut Subscription) -> (String, Value) {
 
 /// Creates a rule over REST as admin; returns its id.
 pub async fn create_rule(app: &TestApp, env: &TestEnv, body: Value) -> String {
+    ensure_ops_channel(app, env).await;
     let response = app.post("/api/v1/rules", &env.admin(), body).await;
     assert_eq!(response.status, 201, "{}", response.text);
     response.body["id"].as_str().unwrap().to_string()
+}
+
+/// The `ops` channel the test rules name: notify routes only to channels that exist.
+/// Disabled, so its deliveries are recorded and suppressed rather than sent anywhere.
+async fn ensure_ops_channel(app: &TestApp, env: &TestEnv) {
+    let response = app
+        .post(
+            "/api/v1/channels",
+            &env.admin(),
+            serde_json::json!({"name": "ops", "type": "webhook", "enabled": false,
+                               "settings": {"url": "http://127.0.0.1:9/hook"}}),
+        )
+        .await;
+    assert!(
+        response.status == 201 || response.status == 409,
+        "{}",
+        response.text
+    );
 }
 
 /// A rule on `metric` by `queue`: `last > threshold`, firing after `for_`.
