@@ -1,7 +1,7 @@
 //! Tests of the real-time gateway (`/ws` and `/api/v1/topics`), against real replicas on
 //! port 0, real PostgreSQL/Redis (cluster) or SQLite (embedded), and real WebSockets.
 
-mod client;
+pub(crate) mod client;
 mod limits;
 mod replicas;
 

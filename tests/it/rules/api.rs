@@ -216,6 +216,9 @@ async fn acknowledge_snooze_resolve_delete_over_rest_and_as_events(env: TestEnv)
     let mut events = alerts_subscription(&app);
     let viewer = env.token(Role::Viewer, "default", "vera");
     let operator = env.token(Role::Operator, "default", "olga");
+    // A dashboard on the replica's `/ws` sees the same events.
+    let (mut dashboard, _) = crate::realtime::client::Ws::open(&app, &viewer).await;
+    dashboard.subscribe(&["alerts"], json!({})).await;
 
     app.post(
         &format!("/api/v1/alerts/{a}/acknowledge"),
@@ -240,6 +243,13 @@ async fn acknowledge_snooze_resolve_delete_over_rest_and_as_events(env: TestEnv)
         (name.as_str(), &data["id"]),
         ("alert:acknowledged", &json!(a))
     );
+    let frame = dashboard.expect("event").await;
+    assert_eq!(
+        (&frame["topic"], &frame["event"], &frame["data"]["id"]),
+        (&json!("alerts"), &json!("alert:acknowledged"), &json!(a)),
+        "{frame}"
+    );
+    assert_eq!(frame["data"]["acknowledged_by"], "olga", "{frame}");
     // Acknowledged: a firing notification is held back at send time.
     let gate = lookout::rules::gate::check(
         &app.state.store,
