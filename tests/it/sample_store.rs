@@ -109,5 +109,49 @@ async fn oversized_batches_are_refused_whole(env: TestEnv) {
 
 both_modes!(
     batches_are_validated_stored_once_and_read_back,
-    oversized_batches_are_refused_whole
+    oversized_batches_are_refused_whole,
+    samples_resent_without_a_batch_id_are_stored_once
 );
+
+/// PostgreSQL writes samples with COPY and falls back to an insert that skips duplicates
+/// when a sample is already stored: a resend without a batch id keeps the first values
+/// and stores what is new.
+async fn samples_resent_without_a_batch_id_are_stored_once(env: TestEnv) {
+    let app = env.spawn().await;
+    let ingest = &app.state.ingest;
+    let now = Utc::now();
+    let t = now.timestamp_millis();
+    let first = vec![
+        sample("depth", &[("queue", "a")], 1.0, t - 2000),
+        sample("depth", &[("queue", "a")], 2.0, t - 1000),
+    ];
+    assert_eq!(
+        ingest
+            .write("acme", None, first, now)
+            .await
+            .unwrap()
+            .accepted,
+        2
+    );
+    let resent = vec![
+        sample("depth", &[("queue", "a")], 9.0, t - 1000),
+        sample("depth", &[("queue", "a")], 3.0, t),
+    ];
+    let outcome = ingest.write("acme", None, resent, now).await.unwrap();
+    assert!(outcome.rejected.is_empty(), "{outcome:?}");
+    let series = read_range(
+        &app.state.store,
+        "acme",
+        &["depth".to_string()],
+        now - Duration::hours(1),
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(series.len(), 1);
+    assert_eq!(
+        series[0].samples,
+        vec![(t - 2000, 1.0), (t - 1000, 2.0), (t, 3.0)],
+        "the first value of a resent sample is kept, the new one stored"
+    );
+}
