@@ -645,12 +645,7 @@ impl Engine {
                 }
                 None => {
                     let summary = row.summary();
-                    let group_key = format!(
-                        "{}:{}",
-                        rule.id,
-                        serde_json::to_string(&group_labels_of(&rule.spec, labels))
-                            .unwrap_or_default()
-                    );
+                    let group_key = group_key(rule.id, &rule.spec, labels);
                     outbox::enqueue_transition(
                         &mut tx,
                         &outbox::Transition {
@@ -760,6 +755,16 @@ fn kind_name(kind: TransitionKind) -> &'static str {
 }
 
 /// The group-by part of an alert's labels.
+/// The key under which notify groups an alert's notifications: the rule and the values of
+/// its `group_by` labels. The engine and people's actions (resolve by hand) use the same.
+pub(crate) fn group_key(rule_id: Uuid, spec: &RuleSpec, labels: &Labels) -> String {
+    format!(
+        "{}:{}",
+        rule_id,
+        serde_json::to_string(&group_labels_of(spec, labels)).unwrap_or_default()
+    )
+}
+
 fn group_labels_of(spec: &RuleSpec, labels: &Labels) -> Labels {
     spec.condition
         .group_by

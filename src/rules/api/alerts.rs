@@ -400,7 +400,7 @@ async fn act(
                     policy: &spec.notify,
                     throttle: spec.throttle.as_ref(),
                     alert: &row.summary(),
-                    group_key: format!("{}:{}", row.rule_id, row.fingerprint),
+                    group_key: crate::rules::engine::group_key(row.rule_id, &spec, &row.labels),
                     at: now,
                 },
             )
