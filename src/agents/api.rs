@@ -34,6 +34,14 @@ fn known(id: &str) -> Result<(), ApiError> {
     validate_id("agent_id", id).map_err(|_| ApiError::NotFound)
 }
 
+/// The tenant's agent `id`, or 404 (also for an id no agent can have).
+async fn agent_of(state: &AppState, tenant: &str, id: &str) -> Result<repo::AgentRow, ApiError> {
+    known(id)?;
+    repo::get(&state.store, tenant, id)
+        .await?
+        .ok_or(ApiError::NotFound)
+}
+
 /// The tenant's agents, in id order, filtered by status, provider, region or health.
 #[utoipa::path(
     get,
@@ -104,10 +112,7 @@ pub async fn get_one(
     caller: Viewer,
     Path(id): Path<String>,
 ) -> Result<Json<Agent>, ApiError> {
-    known(&id)?;
-    let row = repo::get(&state.store, &caller.tenant, &id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let row = agent_of(&state, &caller.tenant, &id).await?;
     Ok(Json(row.view()))
 }
 
@@ -128,10 +133,7 @@ pub async fn stats(
     caller: Viewer,
     Path(id): Path<String>,
 ) -> Result<Json<AgentStats>, ApiError> {
-    known(&id)?;
-    let row = repo::get(&state.store, &caller.tenant, &id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let row = agent_of(&state, &caller.tenant, &id).await?;
     Ok(Json(row.stats(Utc::now())))
 }
 
@@ -214,10 +216,7 @@ pub async fn get_config(
     caller: Admin,
     Path(id): Path<String>,
 ) -> Result<Json<AgentConfigView>, ApiError> {
-    known(&id)?;
-    let row = repo::get(&state.store, &caller.tenant, &id)
-        .await?
-        .ok_or(ApiError::NotFound)?;
+    let row = agent_of(&state, &caller.tenant, &id).await?;
     Ok(Json(config_view(&row)))
 }
 
