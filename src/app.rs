@@ -11,6 +11,7 @@ use crate::config::{Config, Mode, Secret};
 use crate::store::Store;
 use crate::{api, maintenance, telemetry};
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use chrono::Utc;
 use metrics_exporter_prometheus::PrometheusHandle;
 use std::net::SocketAddr;
@@ -125,8 +126,7 @@ impl App {
                     client,
                     connection.clone(),
                     prefix,
-                    config.bus.history_len,
-                    config.bus.history_retention,
+                    &config.bus,
                     shutdown.clone(),
                 )
                 .await?;
@@ -225,6 +225,14 @@ impl App {
             replica = state.replica_id(),
             "lookout is serving"
         );
+        // With Nagle's algorithm a small frame written while the previous one waits for
+        // a delayed ACK waits too: tens of milliseconds on a live event stream.
+        let nodelay = state.config.server.tcp_nodelay;
+        let listener = listener.tap_io(move |stream| {
+            if let Err(e) = stream.set_nodelay(nodelay) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+            }
+        });
         let served = axum::serve(
             listener,
             router.into_make_service_with_connect_info::<SocketAddr>(),

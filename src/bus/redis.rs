@@ -13,6 +13,7 @@
 //! again at 1 under a new epoch, and resuming clients are told to reload.
 
 use super::{BusError, BusEvent, BusMessage, History, Position, Published, new_epoch, now_ms};
+use crate::config::BusConfig;
 use ::redis::aio::ConnectionManager;
 use ::redis::{AsyncCommands, Script, Value};
 use futures_util::StreamExt;
@@ -26,8 +27,6 @@ use tokio_util::sync::CancellationToken;
 const RECEIVER_CAPACITY: usize = 16 * 1024;
 /// A command that takes longer counts as Redis being unavailable.
 pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-/// The subscriber connection pings this often so that a silently dead peer is noticed.
-const SUBSCRIBER_PING: Duration = Duration::from_secs(10);
 
 const PUBLISH_LUA: &str = r#"
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
@@ -79,15 +78,14 @@ impl RedisBus {
         client: ::redis::Client,
         connection: ConnectionManager,
         prefix: &str,
-        history_len: usize,
-        retention: Duration,
+        config: &BusConfig,
         shutdown: CancellationToken,
     ) -> Result<Arc<RedisBus>, BusError> {
         let (sender, _) = broadcast::channel(RECEIVER_CAPACITY);
         let bus = Arc::new(RedisBus {
             prefix: prefix.to_string(),
-            history_len,
-            retention_ms: i64::try_from(retention.as_millis()).unwrap_or(i64::MAX),
+            history_len: config.history_len,
+            retention_ms: i64::try_from(config.history_retention.as_millis()).unwrap_or(i64::MAX),
             connection,
             channel: format!("{prefix}bus:events"),
             sender,
@@ -102,6 +100,7 @@ impl RedisBus {
             bus.sender.clone(),
             bus.receiving.clone(),
             subscribed.clone(),
+            config.subscriber_ping_interval,
             shutdown,
         ));
         // Wait (briefly) for the first subscription so that events published right after
@@ -349,6 +348,7 @@ async fn run_subscriber(
     sender: broadcast::Sender<BusMessage>,
     receiving: Arc<AtomicBool>,
     subscribed: Arc<tokio::sync::Notify>,
+    ping_every: Duration,
     shutdown: CancellationToken,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -375,7 +375,7 @@ async fn run_subscriber(
                 // Anything published while we were not subscribed is in the histories.
                 let _ = sender.send(BusMessage::Resync);
                 let (mut sink, mut stream) = pubsub.split();
-                let mut ping = tokio::time::interval(SUBSCRIBER_PING);
+                let mut ping = tokio::time::interval(ping_every);
                 ping.tick().await;
                 loop {
                     tokio::select! {
@@ -388,7 +388,9 @@ async fn run_subscriber(
                             None => break,
                         },
                         _ = ping.tick() => {
-                            if let Err(e) = timed(sink.ping::<String>()).await {
+                            // In subscribed mode Redis answers PING with the array
+                            // ["pong", ""], not "PONG": any answer will do.
+                            if let Err(e) = timed(sink.ping::<Value>()).await {
                                 tracing::warn!(error = %e, "event bus subscriber ping failed");
                                 break;
                             }

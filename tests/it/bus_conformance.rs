@@ -8,6 +8,7 @@ use crate::support::redis_server::RedisServer;
 use lookout::bus::memory::MemoryBus;
 use lookout::bus::redis::RedisBus;
 use lookout::bus::{Bus, BusMessage, Position, TopicPattern};
+use lookout::config::BusConfig;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,12 +23,26 @@ struct Buses {
 }
 
 async fn redis_bus(url: &str, prefix: &str, history_len: usize, stop: CancellationToken) -> Bus {
+    let config = BusConfig {
+        history_len,
+        history_retention: RETENTION,
+        ..BusConfig::default()
+    };
+    redis_bus_with(url, prefix, &config, stop).await
+}
+
+async fn redis_bus_with(
+    url: &str,
+    prefix: &str,
+    config: &BusConfig,
+    stop: CancellationToken,
+) -> Bus {
     let client = redis::Client::open(url).expect("redis url");
     let connection = redis::aio::ConnectionManager::new(client.clone())
         .await
         .expect("redis");
     Bus::Redis(
-        RedisBus::connect(client, connection, prefix, history_len, RETENTION, stop)
+        RedisBus::connect(client, connection, prefix, config, stop)
             .await
             .expect("redis bus"),
     )
@@ -58,6 +73,18 @@ async fn next_event(sub: &mut lookout::bus::Subscription) -> Arc<lookout::bus::B
         match tokio::time::timeout(Duration::from_secs(5), sub.next()).await {
             Ok(Some(BusMessage::Event(e))) => return e,
             Ok(Some(BusMessage::Resync)) => continue,
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+}
+
+async fn next_event_of(
+    receiver: &mut tokio::sync::broadcast::Receiver<BusMessage>,
+) -> Arc<lookout::bus::BusEvent> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), receiver.recv()).await {
+            Ok(Ok(BusMessage::Event(e))) => return e,
+            Ok(Ok(BusMessage::Resync)) => continue,
             other => panic!("expected an event, got {other:?}"),
         }
     }
@@ -288,6 +315,47 @@ both_modes!(
     positions_are_stored_per_subject_and_topic,
     bad_names_are_refused,
 );
+
+/// The subscriber's keep-alive pings must not cost it its subscription: each lost
+/// subscription means a `Resync` (history reads on every replica) and events that wait
+/// for it. Redis answers PING on a subscribed connection with `["pong", ""]`, which once
+/// failed to parse and dropped the subscription at every ping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_subscriber_keeps_its_subscription_across_pings() {
+    let env = TestEnv::new(Backend::Cluster).await;
+    let stop = CancellationToken::new();
+    let _guard = stop.clone().drop_guard();
+    let config = BusConfig {
+        subscriber_ping_interval: Duration::from_millis(50),
+        ..BusConfig::default()
+    };
+    let bus = redis_bus_with(&redis_url(), &env.redis_prefix, &config, stop.clone()).await;
+    let mut receiver = bus.receiver();
+    // The first subscription says `Resync` once; a first event comes after it.
+    bus.publish_json("acme", "alerts", "alert:triggered", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(next_event_of(&mut receiver).await.offset, 1);
+    // Let ten pings go by, publishing meanwhile: nothing but the events may arrive.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(550);
+    let mut published = 1u64;
+    while tokio::time::Instant::now() < deadline {
+        bus.publish_json("acme", "alerts", "alert:triggered", &json!({}))
+            .await
+            .unwrap();
+        published += 1;
+        match tokio::time::timeout(Duration::from_secs(5), receiver.recv()).await {
+            Ok(Ok(BusMessage::Event(event))) => assert_eq!(event.offset, published),
+            other => panic!("expected event {published}, got {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(bus.is_receiving(), "the subscription is still up");
+    assert!(
+        receiver.try_recv().is_err(),
+        "no resync or stray message after the pings"
+    );
+}
 
 /// Redis restarts empty: the subscriber reconnects by itself and says `Resync`, offsets
 /// start again under a new epoch, and an offset from the old epoch is not recovered.
