@@ -1,6 +1,8 @@
 //! `POST /api/v1/metrics`: batches of samples over HTTP.
 
-use super::{IngestError, IngestOutcome, MetricBatch, decode_metrics, ingest_decoded};
+use super::{
+    IngestError, IngestOutcome, MetricBatch, MetricBatchRef, decode_metrics, ingest_decoded,
+};
 use crate::api::{ApiError, Problem};
 use crate::app::AppState;
 use crate::auth::{Caller, Role};
@@ -58,18 +60,18 @@ async fn ingest_batch(
             ApiError::BadRequest(format!("cannot read the request body: {e}"))
         }
     })?;
-    let batch: MetricBatch = crate::api::json::parse(&bytes)?;
-    drop(bytes);
+    let batch: MetricBatchRef<'_> = crate::api::json::parse(&bytes)?;
     let max = state.ingest.limits().max_batch;
     if batch.metrics.len() > max {
         return Err(batch_too_large(max, batch.metrics.len()));
     }
     let (samples, undecodable) = decode_metrics(&batch.metrics);
-    drop(batch.metrics);
+    let batch_id = batch.batch_id;
+    drop(bytes);
     let outcome = ingest_decoded(
         &state,
         &caller.tenant,
-        batch.batch_id.as_deref(),
+        batch_id.as_deref(),
         samples,
         undecodable,
     )

@@ -13,7 +13,7 @@ pub mod retention;
 mod wire;
 
 pub use announce::{BatchSummary, LatestSample, ingest_and_announce, ingest_decoded};
-pub use wire::{MetricBatch, MetricIn, decode_metrics};
+pub use wire::{MetricBatch, MetricBatchRef, MetricIn, decode_metrics};
 
 use crate::series::{self, Labels};
 use crate::sql;
@@ -108,6 +108,16 @@ impl From<&crate::config::MetricsConfig> for Limits {
 const TOUCH_EVERY_MS: i64 = 5 * 60 * 1000;
 /// Past this many cached series ids the cache starts over (memory bound).
 const MAX_CACHED_SERIES: usize = 1_000_000;
+/// Past this many cached fingerprints (each holds its series' name and labels, ~200
+/// bytes) that cache starts over.
+const MAX_CACHED_FINGERPRINTS: usize = 100_000;
+
+/// Fingerprints of the series seen lately, by name and labels. A fingerprint is a
+/// SHA-256 (it is stored, so it must not collide), and hashing every sample's series was
+/// a quarter of the replica's ingest CPU on machines without SHA instructions
+/// (docs/benchmarks/metrics.md); a monitored system sends the same series again and
+/// again, and a hash-map lookup costs a fraction of it.
+type FingerprintCache = HashMap<(String, Labels), i64>;
 
 pub struct Ingest {
     store: Store,
@@ -115,8 +125,9 @@ pub struct Ingest {
     /// When set, [`Ingest::write`] publishes each stored batch's `metrics:update` here.
     bus: Option<crate::bus::Bus>,
     partitions: Partitions,
-    // std Mutex: in-memory map, never held across an await.
+    // std Mutex: in-memory maps, never held across an await.
     series_ids: Mutex<HashMap<(String, i64), CachedSeries>>,
+    fingerprints: Mutex<FingerprintCache>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -142,6 +153,7 @@ impl Ingest {
             bus: None,
             partitions: Partitions::default(),
             series_ids: Mutex::default(),
+            fingerprints: Mutex::default(),
         }
     }
 
@@ -205,7 +217,10 @@ impl Ingest {
             return Err(IngestError::BadBatchId);
         }
         let now_ms = now.timestamp_millis();
-        let (valid, mut rejected) = validate(limits, now_ms, samples);
+        let (valid, mut rejected) = {
+            let mut fingerprints = self.fingerprints.lock().unwrap_or_else(|p| p.into_inner());
+            validate(limits, now_ms, samples, &mut fingerprints)
+        };
         if !undecodable.is_empty() {
             rejected = merge_rejections(undecodable, rejected);
         }
@@ -300,8 +315,13 @@ fn merge_rejections(undecodable: Vec<Rejection>, validated: Vec<Rejection>) -> V
     all
 }
 
-/// Splits a batch into valid samples and rejections.
-fn validate(limits: &Limits, now_ms: i64, samples: Vec<SampleIn>) -> (Vec<Valid>, Vec<Rejection>) {
+/// Splits a batch into valid samples (fingerprinted) and rejections.
+fn validate(
+    limits: &Limits,
+    now_ms: i64,
+    samples: Vec<SampleIn>,
+    fingerprints: &mut FingerprintCache,
+) -> (Vec<Valid>, Vec<Rejection>) {
     let oldest = now_ms - limits.retention.as_millis() as i64;
     let newest = now_ms + limits.max_future.as_millis() as i64;
     let mut valid = Vec::with_capacity(samples.len());
@@ -327,13 +347,29 @@ fn validate(limits: &Limits, now_ms: i64, samples: Vec<SampleIn>) -> (Vec<Valid>
                 }
             });
         match problem {
-            Ok(()) => valid.push(Valid {
-                fingerprint: series::fingerprint(&sample.name, &sample.labels),
-                name: sample.name,
-                labels: sample.labels,
-                ts_ms,
-                value: sample.value,
-            }),
+            Ok(()) => {
+                // Looked up by the owned pair, moved in and out: no copy on a hit.
+                let key = (sample.name, sample.labels);
+                let fingerprint = match fingerprints.get(&key) {
+                    Some(&fingerprint) => fingerprint,
+                    None => {
+                        let fingerprint = series::fingerprint(&key.0, &key.1);
+                        if fingerprints.len() >= MAX_CACHED_FINGERPRINTS {
+                            fingerprints.clear();
+                        }
+                        fingerprints.insert(key.clone(), fingerprint);
+                        fingerprint
+                    }
+                };
+                let (name, labels) = key;
+                valid.push(Valid {
+                    fingerprint,
+                    name,
+                    labels,
+                    ts_ms,
+                    value: sample.value,
+                })
+            }
             Err(reason) => rejected.push(Rejection { index, reason }),
         }
     }
@@ -428,4 +464,34 @@ async fn check_series_limit(
         });
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(name: &str, host: &str) -> SampleIn {
+        SampleIn {
+            name: name.into(),
+            labels: Labels::from([("host".to_string(), host.to_string())]),
+            value: 1.0,
+            timestamp_ms: None,
+        }
+    }
+
+    #[test]
+    fn cached_fingerprints_are_the_series_own() {
+        let mut cache = FingerprintCache::new();
+        let batch = || vec![sample("up", "a"), sample("up", "b"), sample("down", "a")];
+        let (first, _) = validate(&Limits::default(), 0, batch(), &mut cache);
+        let (again, _) = validate(&Limits::default(), 0, batch(), &mut cache);
+        assert_eq!(cache.len(), 3);
+        for (v, w) in first.iter().zip(&again) {
+            assert_eq!(v.fingerprint, series::fingerprint(&v.name, &v.labels));
+            assert_eq!(w.fingerprint, v.fingerprint, "a cache hit gives the same");
+        }
+        let distinct: std::collections::HashSet<i64> =
+            first.iter().map(|v| v.fingerprint).collect();
+        assert_eq!(distinct.len(), 3);
+    }
 }

@@ -51,9 +51,21 @@ impl From<MetricIn> for SampleIn {
     }
 }
 
+/// [`MetricBatch`] borrowing each sample's text from the request body instead of
+/// copying it: decoding a full batch is one allocation fewer per sample.
+#[derive(Debug, Deserialize)]
+pub struct MetricBatchRef<'a> {
+    #[serde(default)]
+    pub batch_id: Option<String>,
+    #[serde(borrow)]
+    pub metrics: Vec<&'a RawValue>,
+}
+
 /// Decodes each sample of a batch: the samples that could be read, in order, and a
 /// rejection (with its index in the batch) for each one that could not.
-pub fn decode_metrics(raw: &[Box<RawValue>]) -> (Vec<SampleIn>, Vec<Rejection>) {
+pub fn decode_metrics<R: std::ops::Deref<Target = RawValue>>(
+    raw: &[R],
+) -> (Vec<SampleIn>, Vec<Rejection>) {
     let mut samples = Vec::with_capacity(raw.len());
     let mut rejected = Vec::new();
     for (index, item) in raw.iter().enumerate() {
