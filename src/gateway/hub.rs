@@ -86,7 +86,7 @@ impl SendQueue {
 
     /// Queues a frame without waiting; returns the queue length after it.
     fn push(&self, frame: Arc<EventFrame>) -> Option<usize> {
-        if self.overflowed.load(Ordering::Relaxed) {
+        if self.overflowed.load(Ordering::SeqCst) {
             m::frame_dropped("slow_consumer");
             return None;
         }
@@ -94,8 +94,9 @@ impl SendQueue {
             Ok(()) => Some(self.capacity - self.sender.capacity()),
             Err(mpsc::error::TrySendError::Full(_)) => {
                 m::frame_dropped("slow_consumer");
-                if !self.overflowed.swap(true, Ordering::Relaxed) {
-                    self.overflow.notify_one();
+                if !self.overflowed.swap(true, Ordering::SeqCst) {
+                    // Every watcher: the session's loop and, while it writes, its write.
+                    self.overflow.notify_waiters();
                 }
                 None
             }
@@ -106,10 +107,15 @@ impl SendQueue {
 
     /// Resolves once the queue overflowed.
     pub async fn overflowed(&self) {
-        if self.overflowed.load(Ordering::Relaxed) {
+        // Registered before the flag is read, so an overflow in between still wakes us
+        // (`notify_waiters` only wakes waiters that are registered).
+        let notified = self.overflow.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if self.overflowed.load(Ordering::SeqCst) {
             return;
         }
-        self.overflow.notified().await;
+        notified.await;
     }
 }
 

@@ -15,7 +15,7 @@ use crate::auth::{AuthError, Identity, Role};
 use crate::bus::{Position, TopicPattern, validate_client_topic};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde_json::{Value, json};
@@ -254,8 +254,15 @@ impl Session {
         let mut heartbeat = tokio::time::interval_at(Instant::now() + interval, interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heard = Instant::now();
+        // Created once, not per loop turn: a fresh `cancelled()` or `notified()` future
+        // registers (and its drop unregisters) a waiter under a lock that every session
+        // of the replica shares, which at one event per turn was a cost per delivery.
         let shutdown = self.state.shutdown.clone();
+        let stopping = shutdown.cancelled();
+        tokio::pin!(stopping);
         let queue = self.queue.clone();
+        let overflowed = queue.overflowed();
+        tokio::pin!(overflowed);
         let expiry = tokio::time::sleep_until(self.expiry);
         tokio::pin!(expiry);
         loop {
@@ -266,8 +273,8 @@ impl Session {
             }
             let stop = tokio::select! {
                 biased;
-                _ = shutdown.cancelled() => Some(Stop::Shutdown),
-                _ = queue.overflowed() => Some(Stop::Close(4005, "slow_consumer")),
+                _ = &mut stopping => Some(Stop::Shutdown),
+                _ = &mut overflowed => Some(Stop::Close(4005, "slow_consumer")),
                 _ = &mut expiry => Some(Stop::Close(4002, "token_expired")),
                 _ = heartbeat.tick() => {
                     if last_heard.elapsed() >= interval * 3 {
@@ -319,6 +326,12 @@ impl Session {
             }
             sink.flush().await
         };
+        tokio::pin!(write);
+        // Nearly every write finishes at once (the socket has room): only one that has
+        // to wait pays for the deadline timer and the overflow and shutdown watchers.
+        if let Some(written) = (&mut write).now_or_never() {
+            return written.map_err(|_| Stop::Gone);
+        }
         let deadline = self.state.config.realtime.heartbeat_interval * 3;
         tokio::select! {
             written = write => written.map_err(|_| Stop::Gone),
