@@ -39,13 +39,13 @@ async fn prepare(store: &Store) -> chrono::DateTime<Utc> {
         }
         if batch.len() >= 9_000 {
             ingest
-                .write("bench", None, std::mem::take(&mut batch), now)
+                .write("bench", None, std::mem::take(&mut batch), Vec::new(), now)
                 .await
                 .expect("ingest");
         }
     }
     ingest
-        .write("bench", None, batch, now)
+        .write("bench", None, batch, Vec::new(), now)
         .await
         .expect("ingest");
     let mut tx = store.begin().await.expect("tx");

@@ -16,7 +16,7 @@ use super::repo::{self, Connect, Registration};
 use crate::api::error::ApiError;
 use crate::app::AppState;
 use crate::auth::{AuthError, Identity, Role, bearer_token};
-use crate::ingest::{IngestError, MetricBatch, Rejection, decode_metrics, ingest_decoded};
+use crate::ingest::{IngestError, MetricBatch, Rejection, decode_metrics};
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
 use axum::http::HeaderMap;
@@ -553,14 +553,17 @@ impl Session {
         let (samples, undecodable) = decode_metrics(&batch.metrics);
         // Stored (one transaction, batch id recorded in it) before the ack goes out;
         // `metrics:update` is published by ingest.
-        let outcome = ingest_decoded(
-            &self.state,
-            &self.control.tenant,
-            Some(batch_id),
-            samples,
-            undecodable,
-        )
-        .await;
+        let outcome = self
+            .state
+            .ingest
+            .write(
+                &self.control.tenant,
+                Some(batch_id),
+                samples,
+                undecodable,
+                chrono::Utc::now(),
+            )
+            .await;
         let outcome = match outcome {
             Ok(outcome) => outcome,
             Err(IngestError::Store(e)) => return self.internal(&e, Some(batch_id)),

@@ -2,8 +2,7 @@
 //! batch (never one per sample: a batch of 10 000 samples would flood every dashboard),
 //! published after the batch is committed.
 
-use super::{IngestError, IngestOutcome, Limits, Rejection, SampleIn};
-use crate::app::AppState;
+use super::IngestOutcome;
 use crate::series::Labels;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -116,50 +115,12 @@ impl BatchSummary {
     }
 }
 
-/// Validates and stores a batch for `tenant` with the configured limits, then
-/// publishes its `metrics:update` summary. This is what every way in (HTTP, agents,
-/// pollers) should call. A resent batch (same `batch_id`) is answered with the first
-/// outcome and announced only the first time.
-pub async fn ingest_and_announce(
-    state: &AppState,
-    tenant: &str,
-    batch_id: Option<&str>,
-    samples: Vec<SampleIn>,
-) -> Result<IngestOutcome, IngestError> {
-    ingest_decoded(state, tenant, batch_id, samples, Vec::new()).await
-}
-
-/// [`ingest_and_announce`] for a batch some of whose samples could not be decoded.
-pub async fn ingest_decoded(
-    state: &AppState,
-    tenant: &str,
-    batch_id: Option<&str>,
-    samples: Vec<SampleIn>,
-    undecodable: Vec<Rejection>,
-) -> Result<IngestOutcome, IngestError> {
-    let limits = Limits::from(&state.config.metrics);
-    let (outcome, summary) = state
-        .ingest
-        .write_with(&limits, tenant, batch_id, samples, undecodable, Utc::now())
-        .await?;
-    metrics::counter!("lookout_ingest_samples_total", "outcome" => "accepted").increment(
-        if outcome.duplicate {
-            0
-        } else {
-            outcome.accepted as u64
-        },
-    );
-    metrics::counter!("lookout_ingest_samples_total", "outcome" => "rejected").increment(
-        if outcome.duplicate {
-            0
-        } else {
-            outcome.rejected.len() as u64
-        },
-    );
-    if let Some(summary) = summary {
-        publish(&state.bus, tenant, &summary).await;
-    }
-    Ok(outcome)
+/// Counts a stored batch's samples in the replica's own metrics.
+pub(super) fn count(outcome: &IngestOutcome) {
+    metrics::counter!("lookout_ingest_samples_total", "outcome" => "accepted")
+        .increment(outcome.accepted as u64);
+    metrics::counter!("lookout_ingest_samples_total", "outcome" => "rejected")
+        .increment(outcome.rejected.len() as u64);
 }
 
 /// Publishes a stored batch's summary (nothing when no sample was stored).

@@ -1,8 +1,6 @@
 //! `POST /api/v1/metrics`: batches of samples over HTTP.
 
-use super::{
-    IngestError, IngestOutcome, MetricBatch, MetricBatchRef, decode_metrics, ingest_decoded,
-};
+use super::{IngestError, IngestOutcome, MetricBatch, MetricBatchRef, decode_metrics};
 use crate::api::{ApiError, Problem};
 use crate::app::AppState;
 use crate::auth::{Caller, Role};
@@ -68,15 +66,17 @@ async fn ingest_batch(
     let (samples, undecodable) = decode_metrics(&batch.metrics);
     let batch_id = batch.batch_id;
     drop(bytes);
-    let outcome = ingest_decoded(
-        &state,
-        &caller.tenant,
-        batch_id.as_deref(),
-        samples,
-        undecodable,
-    )
-    .await
-    .map_err(ApiError::from)?;
+    let outcome = state
+        .ingest
+        .write(
+            &caller.tenant,
+            batch_id.as_deref(),
+            samples,
+            undecodable,
+            chrono::Utc::now(),
+        )
+        .await
+        .map_err(ApiError::from)?;
     Ok(Json(outcome))
 }
 

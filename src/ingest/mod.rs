@@ -12,7 +12,7 @@ pub mod api;
 pub mod retention;
 mod wire;
 
-pub use announce::{BatchSummary, LatestSample, ingest_and_announce, ingest_decoded};
+pub use announce::{BatchSummary, LatestSample};
 pub use wire::{MetricBatch, MetricBatchRef, MetricIn, decode_metrics};
 
 use crate::series::{self, Labels};
@@ -157,8 +157,8 @@ impl Ingest {
         }
     }
 
-    /// Makes [`Ingest::write`] announce each stored batch on `bus` (as
-    /// [`ingest_and_announce`] does), so that every caller of `write` feeds live views.
+    /// Makes [`Ingest::write`] announce each stored batch on `bus`, so that every way
+    /// in (HTTP, agents, pollers, the log hook) feeds live views.
     pub fn with_bus(mut self, bus: crate::bus::Bus) -> Ingest {
         self.bus = Some(bus);
         self
@@ -172,38 +172,43 @@ impl Ingest {
         &self.partitions
     }
 
-    /// Validates and stores a batch for `tenant` with this instance's limits. Prefer
-    /// [`ingest_and_announce`], which also tells live dashboards.
+    /// Validates and stores a batch for `tenant`, counts it in the replica's metrics and
+    /// publishes its `metrics:update` summary: the one way in for samples. A resent
+    /// batch (same `batch_id`) is answered with the first outcome and announced only the
+    /// first time. `undecodable` are the samples of the batch that could not even be
+    /// read (their index is their place in the whole batch); `samples` are the others,
+    /// in order.
     pub async fn write(
         &self,
         tenant: &str,
         batch_id: Option<&str>,
         samples: Vec<SampleIn>,
+        undecodable: Vec<Rejection>,
         now: DateTime<Utc>,
     ) -> Result<IngestOutcome, IngestError> {
-        let limits = self.limits.clone();
         let (outcome, summary) = self
-            .write_with(&limits, tenant, batch_id, samples, Vec::new(), now)
+            .store_batch(tenant, batch_id, samples, undecodable, now)
             .await?;
+        if !outcome.duplicate {
+            announce::count(&outcome);
+        }
         if let (Some(bus), Some(summary)) = (&self.bus, summary) {
             announce::publish(bus, tenant, &summary).await;
         }
         Ok(outcome)
     }
 
-    /// Validates and stores a batch under `limits`; also returns what the live summary
-    /// needs (nothing for a duplicate batch). `undecodable` are the samples of the
-    /// batch that could not even be read (their index is their place in the whole
-    /// batch); `samples` are the others, in order.
-    pub(crate) async fn write_with(
+    /// Validates and stores a batch; also returns what the live summary needs (nothing
+    /// for a duplicate batch).
+    async fn store_batch(
         &self,
-        limits: &Limits,
         tenant: &str,
         batch_id: Option<&str>,
         samples: Vec<SampleIn>,
         undecodable: Vec<Rejection>,
         now: DateTime<Utc>,
     ) -> Result<(IngestOutcome, Option<BatchSummary>), IngestError> {
+        let limits = &self.limits;
         let total = samples.len() + undecodable.len();
         if total > limits.max_batch {
             return Err(IngestError::BatchTooLarge {

@@ -123,7 +123,10 @@ pub(super) async fn receive(
         })
         .collect();
     if !samples.is_empty()
-        && let Err(e) = state.ingest.write(&tenant, None, samples, now).await
+        && let Err(e) = state
+            .ingest
+            .write(&tenant, None, samples, Vec::new(), now)
+            .await
     {
         tracing::warn!(source = %id, error = %e, "could not store log-hook counters");
     }

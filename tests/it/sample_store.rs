@@ -36,7 +36,7 @@ async fn batches_are_validated_stored_once_and_read_back(env: TestEnv) {
         sample("queue_size", &[("__reserved", "x")], 1.0, t),
     ];
     let outcome = ingest
-        .write("acme", Some("b-1"), batch.clone(), now)
+        .write("acme", Some("b-1"), batch.clone(), Vec::new(), now)
         .await
         .unwrap();
     assert_eq!(outcome.accepted, 3);
@@ -47,7 +47,10 @@ async fn batches_are_validated_stored_once_and_read_back(env: TestEnv) {
     assert!(outcome.rejected[1].reason.contains("finite"));
     assert!(outcome.rejected[2].reason.contains("future"));
 
-    let again = ingest.write("acme", Some("b-1"), batch, now).await.unwrap();
+    let again = ingest
+        .write("acme", Some("b-1"), batch, Vec::new(), now)
+        .await
+        .unwrap();
     assert!(again.duplicate);
     assert_eq!(again.accepted, 3);
     assert_eq!(again.rejected, outcome.rejected);
@@ -101,7 +104,7 @@ async fn oversized_batches_are_refused_whole(env: TestEnv) {
     let err = app
         .state
         .ingest
-        .write("acme", None, batch, Utc::now())
+        .write("acme", None, batch, Vec::new(), Utc::now())
         .await
         .unwrap_err();
     assert!(err.to_string().contains("at most 10000"), "{err}");
@@ -127,7 +130,7 @@ async fn samples_resent_without_a_batch_id_are_stored_once(env: TestEnv) {
     ];
     assert_eq!(
         ingest
-            .write("acme", None, first, now)
+            .write("acme", None, first, Vec::new(), now)
             .await
             .unwrap()
             .accepted,
@@ -137,7 +140,10 @@ async fn samples_resent_without_a_batch_id_are_stored_once(env: TestEnv) {
         sample("depth", &[("queue", "a")], 9.0, t - 1000),
         sample("depth", &[("queue", "a")], 3.0, t),
     ];
-    let outcome = ingest.write("acme", None, resent, now).await.unwrap();
+    let outcome = ingest
+        .write("acme", None, resent, Vec::new(), now)
+        .await
+        .unwrap();
     assert!(outcome.rejected.is_empty(), "{outcome:?}");
     let series = read_range(
         &app.state.store,

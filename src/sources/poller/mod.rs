@@ -170,7 +170,7 @@ impl PollContext {
             let outcome = self
                 .state
                 .ingest
-                .write(&target.tenant, None, samples, now)
+                .write(&target.tenant, None, samples, Vec::new(), now)
                 .await
                 .map_err(|e| format!("could not store samples: {e}"))?;
             if let Some(first) = outcome.rejected.first() {

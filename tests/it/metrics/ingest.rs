@@ -183,12 +183,12 @@ async fn write_with_a_bus_announces_each_batch(env: TestEnv) {
         timestamp_ms: None,
     };
     let first = ingest
-        .write("acme", Some("p-1"), vec![sample.clone()], now)
+        .write("acme", Some("p-1"), vec![sample.clone()], Vec::new(), now)
         .await
         .unwrap();
     assert_eq!(first.accepted, 1);
     let again = ingest
-        .write("acme", Some("p-1"), vec![sample], now)
+        .write("acme", Some("p-1"), vec![sample], Vec::new(), now)
         .await
         .unwrap();
     assert!(again.duplicate);

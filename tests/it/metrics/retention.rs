@@ -25,6 +25,7 @@ async fn retention_drops_old_data(env: TestEnv) {
                 value: 1.0,
                 timestamp_ms: Some(then.timestamp_millis()),
             }],
+            Vec::new(),
             then,
         )
         .await

@@ -40,6 +40,7 @@ pub async fn sample(app: &TestApp, name: &str, l: &[(&str, &str)], value: f64, a
                 value,
                 timestamp_ms: Some(at.timestamp_millis()),
             }],
+            Vec::new(),
             Utc::now(),
         )
         .await
